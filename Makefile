@@ -1,0 +1,41 @@
+# One command to serve (make run), one to test (make test); each sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_OUT ?= petsage_grpc/_gen
+PROTOS := protos/petsage/v1/smoke.proto
+
+.PHONY: install run test lint proto clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "make: cannot create $(VENV): on Debian, install python3-venv (apt-get install python3-venv)" >&2; \
+	  rm -rf $(VENV); exit 1; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/petsage-grpc serve
+
+test: lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check petsage_grpc tests
+	$(BIN)/ruff format --check petsage_grpc tests
+	$(BIN)/mypy
+	cd protos && ../$(BIN)/buf lint
+
+# Regenerate the stubs from protos/ (PROTO_OUT=dir writes them elsewhere, as the freshness test does).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) $(PROTOS)
+	# protoc writes absolute imports (from petsage.v1 import ...); the stubs live inside our package.
+	sed -i 's/^from petsage\.v1 import /from . import /' $(PROTO_OUT)/petsage/v1/*_pb2_grpc.py
+	touch $(PROTO_OUT)/__init__.py $(PROTO_OUT)/petsage/__init__.py $(PROTO_OUT)/petsage/v1/__init__.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

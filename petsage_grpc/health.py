@@ -1,0 +1,267 @@
+"""The standard health protocol, `grpc.health.v1.Health`: its state and its servicer.
+
+`HealthState` holds every service's serving status and the open Watch streams, behind one lock,
+in the manner of grpc-go's `health/server.go`. Setting a status never waits: each watcher has a
+one-slot mailbox that keeps only the latest status, and its own Watch handler writes that to its
+stream. So a client that stops reading holds up nobody but itself.
+
+`HealthServicer` answers Check, Watch and List from that state and does no other I/O.
+
+An application with its own `grpc.aio` server embeds both:
+
+    state = HealthState()
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(state), server)
+    state.set("my.package.MyService", SERVING)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from typing import NoReturn, TypeAlias
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+ServingStatus: TypeAlias = int
+"""A value of grpc.health.v1.HealthCheckResponse.ServingStatus."""
+
+UNKNOWN: ServingStatus = health_pb2.HealthCheckResponse.UNKNOWN
+SERVING: ServingStatus = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING: ServingStatus = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN: ServingStatus = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+def status_name(status: ServingStatus) -> str:
+    """`SERVING`, `NOT_SERVING`, ...: the name of a status as the proto spells it."""
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+
+
+OVERALL = ""
+"""The name that stands for the whole server."""
+
+LIST_LIMIT = 100
+"""List fails with RESOURCE_EXHAUSTED past this many services (gRFC A90)."""
+
+
+class Watcher:
+    """One Watch stream's mailbox: the latest status of one service, and whether to end.
+
+    The state writes to it under its lock, from any thread; the Watch handler reads it on its
+    event loop with `next()`.
+    """
+
+    __slots__ = ("_ended", "_latest", "_loop", "_sent", "_wakeup", "service")
+
+    def __init__(
+        self, service: str, status: ServingStatus, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.service = service
+        self._loop = loop
+        self._wakeup = asyncio.Event()
+        self._latest = status
+        self._sent: ServingStatus | None = None
+        self._ended = False
+
+    async def next(self) -> ServingStatus | None:
+        """The status to send next, once it differs from the last one sent; None to end."""
+        while True:
+            if self._latest != self._sent:
+                self._sent = self._latest
+                return self._sent
+            if self._ended:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _offer(self, status: ServingStatus, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._latest = status
+        self._wake(loop)
+
+    def _end(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._ended = True
+        self._wake(loop)
+
+    def _wake(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is self._loop:
+            self._wakeup.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class HealthState:
+    """The serving status of every service and the watchers of each, behind one lock.
+
+    Every method may be called from any thread. None of them waits on I/O.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._statuses: dict[str, ServingStatus] = {}
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._shutdown = False
+        self._ended = False
+
+    def get(self, service: str) -> ServingStatus | None:
+        """The status of `service`, or None when it is not registered."""
+        return self._statuses.get(service)
+
+    def statuses(self) -> dict[str, ServingStatus]:
+        """A snapshot of every registered service and its status."""
+        with self._lock:
+            return dict(self._statuses)
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True between `shutdown()` and `resume()`."""
+        return self._shutdown
+
+    @property
+    def watcher_count(self) -> int:
+        """How many Watch streams are open."""
+        with self._lock:
+            return sum(len(watchers) for watchers in self._watchers.values())
+
+    def set(self, service: str, status: ServingStatus) -> None:
+        """Register `service` or change its status; every watcher of it sees the change.
+
+        While the state is shut down the call is ignored (and logged), as in grpc-go: a service
+        must not report SERVING while the server is going away.
+        """
+        with self._lock:
+            if self._shutdown:
+                log.info(
+                    "ignored status %s for service %r: health is shut down",
+                    status_name(status),
+                    service,
+                )
+                return
+            self._set_locked(service, status)
+
+    def shutdown(self) -> None:
+        """Set every service NOT_SERVING and ignore `set()` until `resume()`."""
+        with self._lock:
+            self._shutdown = True
+            for service in self._statuses:
+                self._set_locked(service, NOT_SERVING)
+
+    def resume(self) -> None:
+        """Set every service SERVING and accept `set()` again."""
+        with self._lock:
+            self._shutdown = False
+            for service in self._statuses:
+                self._set_locked(service, SERVING)
+
+    def end_watches(self) -> None:
+        """End every Watch stream, now and from now on, once it has sent its latest status.
+
+        The server calls this as it stops, so that open Watch streams finish with OK instead of
+        holding the shutdown for the whole grace period; their clients reconnect elsewhere.
+        """
+        loop = _running_loop()
+        with self._lock:
+            self._ended = True
+            for watchers in self._watchers.values():
+                for watcher in watchers:
+                    watcher._end(loop)
+
+    def watch(self, service: str) -> Watcher:
+        """Open a watcher of `service`: its first `next()` is the current status.
+
+        A service that is not registered reads SERVICE_UNKNOWN until it is. Call from the event
+        loop that will read the watcher; close it with `unwatch()`.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            watcher = Watcher(service, self._statuses.get(service, SERVICE_UNKNOWN), loop)
+            self._watchers.setdefault(service, set()).add(watcher)
+            if self._ended:
+                watcher._end(loop)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        """Close a watcher opened by `watch()`."""
+        with self._lock:
+            watchers = self._watchers.get(watcher.service)
+            if watchers is not None:
+                watchers.discard(watcher)
+                if not watchers:
+                    del self._watchers[watcher.service]
+
+    def _set_locked(self, service: str, status: ServingStatus) -> None:
+        old = self._statuses.get(service)
+        self._statuses[service] = status
+        if old != status:
+            log.info(
+                "service %r is %s (was %s)",
+                service,
+                status_name(status),
+                "unregistered" if old is None else status_name(old),
+            )
+        watchers = self._watchers.get(service)
+        if watchers:
+            loop = _running_loop()
+            for watcher in watchers:
+                watcher._offer(status, loop)
+
+
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    """End the RPC with `code` and `details` (grpc's `abort`, typed as never returning)."""
+    await context.abort(code, details)
+    raise AssertionError("grpc.aio.ServicerContext.abort returned")
+
+
+_RESPONSES = {
+    status: health_pb2.HealthCheckResponse(status=status)
+    for status in (UNKNOWN, SERVING, NOT_SERVING, SERVICE_UNKNOWN)
+}
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """Check, Watch and List, read from a HealthState, with the semantics of the spec."""
+
+    def __init__(self, state: HealthState) -> None:
+        self._state = state
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        status = self._state.get(request.service)
+        if status is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return _RESPONSES[status]
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        watcher = self._state.watch(request.service)
+        try:
+            while (status := await watcher.next()) is not None:
+                yield _RESPONSES[status]
+        finally:
+            self._state.unwatch(watcher)
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        statuses = self._state.statuses()
+        if len(statuses) > LIST_LIMIT:
+            await abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{len(statuses)} services are registered, more than List returns ({LIST_LIMIT})",
+            )
+        return health_pb2.HealthListResponse(
+            statuses={service: _RESPONSES[status] for service, status in statuses.items()}
+        )

@@ -1,0 +1,170 @@
+"""Server: the lifecycle of one PetSage gRPC server — bind, serve, drain on a signal, stop.
+
+Shutdown, on SIGTERM or SIGINT (or `request_stop()`):
+1. every service goes NOT_SERVING at once; open Watch streams receive it;
+2. the drain delay passes while RPCs are still answered, so load balancers notice;
+3. open Watch streams end with OK, new RPCs are refused, and in-flight RPCs get the grace period;
+4. the server stops. A second signal at any point skips what is left and stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from petsage_grpc import __version__
+from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
+from petsage_grpc.config import Config, format_address
+from petsage_grpc.health import OVERALL, SERVING, HealthServicer, HealthState
+from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
+from petsage_grpc.smoke import SmokeServicer
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
+    # Refuse a port another process already listens on, rather than silently sharing it.
+    ("grpc.so_reuseport", 0),
+)
+
+
+class BindError(RuntimeError):
+    """The server could not listen on its address; the message says why."""
+
+
+class Server:
+    """One PetSage server: the grpc.aio server, its servicers and its health state."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        state: HealthState | None = None,
+        services: Sequence[grpc.ServiceRpcHandler] = (),
+    ) -> None:
+        self.config = config
+        self.state = HealthState() if state is None else state
+        self.port: int | None = None
+        self._services = tuple(services)
+        self._server: grpc.aio.Server | None = None
+        self._stop_requested = asyncio.Event()
+        self._force_requested = asyncio.Event()
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """The gRPC services this server hosts, each registered in health."""
+        return (SMOKE_SERVICE_NAME, *(s.service_name() for s in self._services))
+
+    async def start(self) -> None:
+        """Bind the address, start serving, and set every service SERVING."""
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(self.state), server)
+        smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
+            SmokeServicer(self.state, started=time.monotonic()), server
+        )
+        server.add_generic_rpc_handlers(self._services)
+        if self.config.reflection:
+            reflection.enable_server_reflection(
+                (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), server
+            )
+        try:
+            self.port = server.add_insecure_port(self.config.address)
+        except RuntimeError:
+            raise BindError(_explain_bind_failure(self.config.host, self.config.port)) from None
+        await server.start()
+        self._server = server
+        for name in (OVERALL, *self.service_names):
+            self.state.set(name, SERVING)
+        log.info(
+            "petsage-grpc %s serving on %s",
+            __version__,
+            format_address(self.config.host, self.port),
+        )
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Begin the shutdown sequence; with `force`, stop at once. Call on the server's loop."""
+        self._stop_requested.set()
+        if force:
+            self._force_requested.set()
+
+    async def serve(self, *, handle_signals: bool = True) -> int:
+        """Start, serve until a stop is requested, shut down. Returns the process exit code:
+        0 after a graceful stop, 1 when a forced stop may have cut RPCs short."""
+        if handle_signals:
+            self._install_signal_handlers()
+        await self.start()
+        await self._stop_requested.wait()
+        return 0 if await self.shutdown() else 1
+
+    async def shutdown(self) -> bool:
+        """Drain and stop (see the module docstring). Returns False if the stop was forced."""
+        server, self._server = self._server, None
+        if server is None:
+            return True
+        config = self.config
+        self.state.shutdown()
+        if config.drain_delay > 0 and not self._force_requested.is_set():
+            log.info("draining: NOT_SERVING for %gs before stopping", config.drain_delay)
+            await _wait(self._force_requested, config.drain_delay)
+        forced = self._force_requested.is_set()
+        grace = 0.0 if forced else config.grace_period
+        log.info("stopping: new RPCs refused, in-flight RPCs have %gs to finish", grace)
+        self.state.end_watches()
+        stopping = asyncio.ensure_future(server.stop(grace))
+        if not forced:
+            force = asyncio.ensure_future(self._force_requested.wait())
+            await asyncio.wait((stopping, force), return_when=asyncio.FIRST_COMPLETED)
+            force.cancel()
+            if not stopping.done():
+                log.info("stopping at once: in-flight RPCs are cancelled")
+                await server.stop(None)
+        await stopping
+        forced = self._force_requested.is_set()
+        log.info("stopped%s", " (forced)" if forced else "")
+        return not forced
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_requested.is_set():
+            log.warning("received %s again: stopping at once", name)
+            self.request_stop(force=True)
+        else:
+            log.info("received %s: shutting down", name)
+            self.request_stop()
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait until `event` is set or `timeout` seconds pass, whichever is first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
+
+
+def _explain_bind_failure(host: str, port: int) -> str:
+    """Why grpc could not bind: resolve and bind the address once more to learn the OS's reason."""
+    shown = format_address(host, port)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {shown}: cannot resolve host {host!r} ({exc.strerror})"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return f"cannot listen on {shown}: {exc.strerror}"
+    return f"cannot listen on {shown}"

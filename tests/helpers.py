@@ -1,0 +1,180 @@
+"""Shared test helpers: servers on loopback, the CLI as a subprocess, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from petsage_grpc.config import Config
+from petsage_grpc.server import Server
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "petsage-grpc")
+WAIT = 10.0
+"""The bound of every wait in the tests, in seconds: far above what a healthy run needs."""
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float = WAIT, what: str = "condition"
+) -> None:
+    """Poll `condition` until it holds; fail once `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def make_config(**overrides: Any) -> Config:
+    settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "grace_period": 5.0}
+    settings.update(overrides)
+    return Config(**settings)
+
+
+class ThreadedServer:
+    """A real PetSage Server on 127.0.0.1, its event loop in a background thread."""
+
+    def __init__(self, config: Config | None = None, **kwargs: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = Server(config or make_config(), **kwargs)
+        self.state = self.server.state
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self._thread.start()
+        self.run(self.server.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.run(self.server.shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(WAIT)
+        self.loop.close()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
+        """Run a coroutine on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+def health_stub(channel: grpc.Channel) -> health_pb2_grpc.HealthStub:
+    return health_pb2_grpc.HealthStub(channel)
+
+
+def check(channel: grpc.Channel, service: str = "") -> int:
+    response = health_stub(channel).Check(
+        health_pb2.HealthCheckRequest(service=service), timeout=WAIT
+    )
+    return int(response.status)
+
+
+def watch(channel: grpc.Channel, service: str = "", timeout: float = WAIT) -> Any:
+    """Open a Watch stream; iterate it for statuses (each `next()` bounded by `timeout`)."""
+    return health_stub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=service), timeout=timeout
+    )
+
+
+def statuses_until(stream: Iterator[Any], final: int) -> list[int]:
+    """Read a Watch stream until `final` arrives; return every status seen."""
+    seen: list[int] = []
+    for response in stream:
+        seen.append(int(response.status))
+        if response.status == final:
+            return seen
+    raise AssertionError(f"stream ended before status {final}: saw {seen}")
+
+
+class CLIProcess:
+    """The petsage-grpc CLI (or another script) as a subprocess, its stderr read line by line."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        command = list(args) if args and args[0] == sys.executable else [CLI, *args]
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for_line(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
+        """Wait for a stderr line matching `pattern`; fail on timeout or end of output."""
+        regex = re.compile(pattern)
+        for seen in self.lines:
+            if match := regex.search(seen):
+                return match
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._queue.get(timeout=max(remaining, 0.0))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {pattern!r} within {timeout}s; stderr: {self.lines}"
+                ) from None
+            if line is None:
+                raise AssertionError(f"output ended without {pattern!r}; stderr: {self.lines}")
+            self.lines.append(line)
+            if match := regex.search(line):
+                return match
+
+    def wait_for_port(self) -> int:
+        return int(self.wait_for_line(r"serving on \S+:(\d+)$").group(1))
+
+    def send(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = WAIT) -> int:
+        """Wait for exit; return the exit code, with all of stderr read into `lines`."""
+        code = self.proc.wait(timeout)
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(WAIT)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion (bounded) and capture its output."""
+    return subprocess.run(
+        [CLI, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=WAIT * 3,
+        cwd=ROOT,
+        check=False,
+    )

@@ -1,0 +1,179 @@
+"""The petsage-grpc command line: version, help, settings from flags and env, start-up errors."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from petsage_grpc import __version__
+from petsage_grpc.health import SERVING
+from tests.helpers import CLIProcess, check, run_cli, wait_until
+
+
+def test_version_prints_the_package_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"petsage-grpc {__version__}\n"
+
+
+def test_python_dash_m_runs_the_same_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "petsage_grpc", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.stdout == f"petsage-grpc {__version__}\n"
+
+
+def test_serve_help_names_every_flag_and_its_env_var():
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0
+    for flag, env in [
+        ("--host", "PETSAGE_HOST"),
+        ("--port", "PETSAGE_PORT"),
+        ("--drain-delay", "PETSAGE_DRAIN_DELAY"),
+        ("--grace-period", "PETSAGE_GRACE_PERIOD"),
+        ("--log-level", "PETSAGE_LOG_LEVEL"),
+        ("--no-reflection", "PETSAGE_REFLECTION"),
+    ]:
+        assert flag in result.stdout
+        assert env in result.stdout
+
+
+def test_no_command_prints_help_and_exits_2():
+    result = run_cli()
+    assert result.returncode == 2
+    assert "serve" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["serve", "--port", "abc"], "--port"),
+        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--drain-delay", "soon"], "--drain-delay"),
+        (["serve", "--grace-period", "-1"], "--grace-period"),
+        (["serve", "--log-level", "loud"], "--log-level"),
+        (["serve", "--no-such-flag"], "--no-such-flag"),
+        (["launch"], "launch"),
+    ],
+)
+def test_bad_flag_is_one_line_naming_it_and_exit_2(args, named):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert named in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("PETSAGE_PORT", "http"),
+        ("PETSAGE_DRAIN_DELAY", "1 hour"),
+        ("PETSAGE_REFLECTION", "maybe"),
+        ("PETSAGE_LOG_LEVEL", "verbose"),
+    ],
+)
+def test_bad_env_value_is_one_line_naming_the_variable_and_exit_2(env, value):
+    result = run_cli("serve", env={env: value})
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert env in lines[0]
+
+
+def test_port_in_use_is_one_line_and_exit_1():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"petsage-grpc: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_port_of_another_petsage_server_is_refused(processes):
+    first = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0"])
+    processes.append(first)
+    port = first.wait_for_port()
+    result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert "Address already in use" in result.stderr
+
+
+def test_unresolvable_host_is_one_line_and_exit_1():
+    result = run_cli("serve", "--host", "no-such-host.invalid", "--port", "0")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert "no-such-host.invalid" in lines[0]
+
+
+def test_address_not_on_this_machine_is_one_line_and_exit_1():
+    result = run_cli("serve", "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1: never local
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert "cannot listen on 192.0.2.1:0" in lines[0]
+
+
+def test_env_sets_a_flag_and_the_flag_wins(processes):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        process = CLIProcess(
+            ["serve", "--port", "0"],
+            env={"PETSAGE_HOST": "127.0.0.1", "PETSAGE_PORT": str(busy)},
+        )
+        processes.append(process)
+        port = process.wait_for_port()
+    assert process.wait_for_line(r"serving on 127\.0\.0\.1:")
+    assert port != busy
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        assert check(channel, "") == SERVING
+
+
+def test_serve_on_ipv6_loopback(processes):
+    process = CLIProcess(["serve", "--host", "::1", "--port", "0"])
+    processes.append(process)
+    port = process.wait_for_port()
+    assert process.wait_for_line(r"serving on \[::1\]:")
+    with grpc.insecure_channel(f"[::1]:{port}") as channel:
+        assert check(channel, "") == SERVING
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serving(port: int) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            return check(channel, "") == SERVING
+        except grpc.RpcError:
+            return False
+
+
+def test_log_level_warning_hides_info_lines(processes):
+    port = free_port()
+    process = CLIProcess(
+        ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    )
+    processes.append(process)
+    wait_until(lambda: serving(port), what="the server to serve")
+    process.send()
+    assert process.wait() == 0
+    assert process.lines == []

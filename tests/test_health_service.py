@@ -1,0 +1,179 @@
+"""grpc.health.v1.Health over real sockets: Check, Watch and List as the spec says."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc
+import h2.config
+import h2.connection
+import h2.settings
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from petsage_grpc.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, UNKNOWN
+from tests.helpers import WAIT, ThreadedServer, check, statuses_until, wait_until, watch
+
+
+def test_check_whole_server_is_serving(channel):
+    assert check(channel, "") == SERVING
+
+
+def test_check_smoke_service_is_serving(channel):
+    assert check(channel, "petsage.v1.SmokeService") == SERVING
+
+
+def test_check_unknown_service_fails_not_found(channel):
+    with pytest.raises(grpc.RpcError) as error:
+        check(channel, "no.such.Service")
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no.such.Service" in error.value.details()
+
+
+def test_check_follows_status_changes(server, channel):
+    server.state.set("petsage.v1.SmokeService", NOT_SERVING)
+    assert check(channel, "petsage.v1.SmokeService") == NOT_SERVING
+
+
+def test_watch_sends_current_status_at_once(channel):
+    stream = watch(channel, "")
+    assert next(stream).status == SERVING
+    stream.cancel()
+
+
+def test_watch_sends_each_change(server, channel):
+    stream = watch(channel, "")
+    assert next(stream).status == SERVING
+    server.state.set("", NOT_SERVING)
+    assert next(stream).status == NOT_SERVING
+    server.state.set("", SERVING)
+    assert next(stream).status == SERVING
+    stream.cancel()
+
+
+def test_watch_skips_a_set_that_changes_nothing(server, channel):
+    stream = watch(channel, "")
+    assert next(stream).status == SERVING
+    server.state.set("", SERVING)
+    server.state.set("", NOT_SERVING)
+    assert next(stream).status == NOT_SERVING
+    stream.cancel()
+
+
+def test_watch_unknown_service_streams_service_unknown_then_its_status(server, channel):
+    stream = watch(channel, "late.Service")
+    assert next(stream).status == SERVICE_UNKNOWN
+    server.state.set("late.Service", SERVING)
+    assert next(stream).status == SERVING
+    stream.cancel()
+
+
+def test_list_returns_every_service_and_status(server, channel):
+    server.state.set("other.Service", NOT_SERVING)
+    response = health_pb2_grpc.HealthStub(channel).List(
+        health_pb2.HealthListRequest(), timeout=WAIT
+    )
+    statuses = {name: r.status for name, r in response.statuses.items()}
+    assert statuses == {
+        "": SERVING,
+        "petsage.v1.SmokeService": SERVING,
+        "other.Service": NOT_SERVING,
+    }
+
+
+def test_list_fails_resource_exhausted_past_100_services(server, channel):
+    for i in range(99):  # two are registered already: 101 in all
+        server.state.set(f"svc{i}", SERVING)
+    with pytest.raises(grpc.RpcError) as error:
+        health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=WAIT)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_list_answers_with_exactly_100_services(server, channel):
+    for i in range(98):
+        server.state.set(f"svc{i}", SERVING)
+    response = health_pb2_grpc.HealthStub(channel).List(
+        health_pb2.HealthListRequest(), timeout=WAIT
+    )
+    assert len(response.statuses) == 100
+
+
+def _open_never_reading_watch(port: int, service: str) -> socket.socket:
+    """A raw HTTP/2 client that opens Watch but grants the server no flow-control window, so the
+    server can never send it a single message."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.local_settings = h2.settings.Settings(
+        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
+    )
+    conn.initiate_connection()
+    stream_id = conn.get_next_available_stream_id()
+    conn.send_headers(
+        stream_id,
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/grpc.health.v1.Health/Watch"),
+            (":authority", f"127.0.0.1:{port}"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ],
+    )
+    body = health_pb2.HealthCheckRequest(service=service).SerializeToString()
+    conn.send_data(stream_id, b"\x00" + len(body).to_bytes(4, "big") + body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sock
+
+
+def test_never_reading_watcher_stalls_neither_status_changes_nor_other_clients(server, channel):
+    stuck = _open_never_reading_watch(server.server.port, "flappy")
+    try:
+        wait_until(lambda: server.state.watcher_count == 1, what="the stuck Watch to open")
+        normal = [watch(channel, "flappy") for _ in range(3)]
+        for stream in normal:
+            assert next(stream).status == SERVICE_UNKNOWN
+        for i in range(200):
+            server.state.set("flappy", SERVING if i % 2 == 0 else NOT_SERVING)
+        server.state.set("flappy", UNKNOWN)  # a final status distinct from every flip
+        for stream in normal:
+            assert statuses_until(stream, UNKNOWN)[-1] == UNKNOWN
+            stream.cancel()
+        assert check(channel, "") == SERVING
+        assert server.state.watcher_count >= 1  # the stuck stream is still open, still stuck
+    finally:
+        stuck.close()
+    wait_until(lambda: server.state.watcher_count == 0, what="every Watch to close")
+
+
+def test_thousand_watch_streams_opened_and_cancelled_at_once_leave_server_answering(server):
+    async def burst() -> None:
+        channels = [grpc.aio.insecure_channel(server.address) for _ in range(10)]
+        try:
+            calls = [
+                health_pb2_grpc.HealthStub(channels[i % 10]).Watch(
+                    health_pb2.HealthCheckRequest(service=""), timeout=WAIT * 3
+                )
+                for i in range(1000)
+            ]
+            firsts = await asyncio.gather(*(call.read() for call in calls))
+            assert {first.status for first in firsts} == {SERVING}
+            for call in calls:
+                call.cancel()
+        finally:
+            for chan in channels:
+                await chan.close()
+
+    asyncio.run(burst())
+    wait_until(lambda: server.state.watcher_count == 0, what="every Watch to close")
+    with grpc.insecure_channel(server.address) as chan:
+        assert check(chan, "") == SERVING
+
+
+def test_watch_streams_end_ok_when_the_server_stops():
+    with ThreadedServer() as running, grpc.insecure_channel(running.address) as chan:
+        stream = watch(chan, "")
+        assert next(stream).status == SERVING
+        running.run(running.server.shutdown())
+        assert [r.status for r in stream] == [NOT_SERVING]
+        assert stream.code() == grpc.StatusCode.OK

@@ -1,0 +1,108 @@
+"""What SIGTERM and SIGINT do to a running server, its Watch streams and RPCs in flight."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import grpc
+import pytest
+
+from petsage_grpc.health import NOT_SERVING, SERVING
+from tests.helpers import WAIT, CLIProcess, check, wait_until, watch
+
+
+def new_check_code(port: int) -> grpc.StatusCode:
+    """The status code of a Check on a new connection."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            check(channel, "")
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+def start(processes, *args: str) -> tuple[CLIProcess, int]:
+    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0", *args])
+    processes.append(process)
+    return process, process.wait_for_port()
+
+
+def start_slow(processes, grace: float, drain: float = 0.0) -> tuple[CLIProcess, int]:
+    process = CLIProcess([sys.executable, "-m", "tests.apps.slow_server", str(grace), str(drain)])
+    processes.append(process)
+    return process, process.wait_for_port()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_sends_not_serving_to_open_watch_then_ends_it_ok(processes, signum):
+    process, port = start(processes, "--grace-period", "30")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = watch(channel, "")
+        assert next(stream).status == SERVING
+        process.send(signum)
+        assert [r.status for r in stream] == [NOT_SERVING]
+        assert stream.code() == grpc.StatusCode.OK
+    assert process.wait() == 0
+
+
+def test_idle_server_with_open_watch_exits_without_waiting_out_the_grace_period(processes):
+    process, port = start(processes, "--grace-period", "300")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        streams = [watch(channel, "") for _ in range(5)]
+        for stream in streams:
+            assert next(stream).status == SERVING
+        process.send(signal.SIGTERM)
+        assert process.wait(timeout=WAIT) == 0  # far inside the 300 s grace period
+
+
+def test_drain_delay_keeps_answering_not_serving_before_stopping(processes):
+    process, port = start(processes, "--drain-delay", "60s")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        process.send(signal.SIGTERM)
+        process.wait_for_line("draining")
+        assert check(channel, "") == NOT_SERVING
+        assert check(channel, "petsage.v1.SmokeService") == NOT_SERVING
+    process.send(signal.SIGTERM)  # a second signal skips the rest of the drain
+    assert process.wait() == 1
+    assert any("stopping at once" in line for line in process.lines)
+
+
+def test_rpc_in_flight_completes_within_the_grace_period(processes):
+    process, port = start_slow(processes, grace=30)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
+        future = sleep.future(b"1.5", timeout=WAIT * 2)
+        process.wait_for_line("sleep started")
+        process.send(signal.SIGTERM)
+        process.wait_for_line("stopping: new RPCs refused")
+        wait_until(lambda: new_check_code(port) == grpc.StatusCode.UNAVAILABLE, what="refusal")
+        assert not future.done()
+        assert future.result(timeout=WAIT * 2) == b"slept"
+    assert process.wait() == 0
+
+
+def test_second_signal_cancels_rpc_in_flight_and_stops_at_once(processes):
+    process, port = start_slow(processes, grace=300)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
+        future = sleep.future(b"300", timeout=WAIT * 2)
+        process.wait_for_line("sleep started")
+        process.send(signal.SIGTERM)
+        process.wait_for_line("stopping: new RPCs refused")
+        process.send(signal.SIGTERM)
+        assert process.wait() == 1
+        with pytest.raises(grpc.RpcError) as cut:
+            future.result(timeout=WAIT)
+        assert cut.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+
+
+def test_watch_opened_during_the_drain_gets_not_serving_then_ends_ok(processes):
+    process, port = start(processes, "--drain-delay", "2")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        process.send(signal.SIGTERM)
+        process.wait_for_line("draining")
+        stream = watch(channel, "")
+        assert [r.status for r in stream] == [NOT_SERVING]
+        assert stream.code() == grpc.StatusCode.OK
+    assert process.wait() == 0

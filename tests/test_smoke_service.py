@@ -1,0 +1,69 @@
+"""petsage.v1.SmokeService and server reflection over real sockets."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from petsage_grpc import __version__
+from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
+from petsage_grpc.health import NOT_SERVING
+from tests.helpers import WAIT, ThreadedServer, make_config
+
+
+def smoke_test(channel: grpc.Channel) -> smoke_pb2.SmokeTestResponse:
+    response: smoke_pb2.SmokeTestResponse = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
+        smoke_pb2.SmokeTestRequest(), timeout=WAIT
+    )
+    return response
+
+
+def test_smoke_test_is_ok_with_the_package_version(channel):
+    response = smoke_test(channel)
+    assert response.status == smoke_pb2.SMOKE_STATUS_OK
+    assert response.message == "PetSage services are running smoothly!"
+    assert response.version == __version__
+
+
+def test_smoke_test_reports_uptime_that_grows(channel):
+    first = smoke_test(channel).uptime.ToNanoseconds()
+    second = smoke_test(channel).uptime.ToNanoseconds()
+    assert 0 < first < second
+
+
+def test_smoke_test_fails_when_the_server_is_not_serving(server, channel):
+    server.state.set("", NOT_SERVING)
+    response = smoke_test(channel)
+    assert response.status == smoke_pb2.SMOKE_STATUS_FAILING
+    assert response.message == "PetSage is not serving"
+
+
+def test_smoke_test_says_so_when_shutting_down(server, channel):
+    server.state.shutdown()
+    response = smoke_test(channel)
+    assert response.status == smoke_pb2.SMOKE_STATUS_FAILING
+    assert "shutting down" in response.message
+
+
+def test_reflection_lists_both_services(channel):
+    services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert {"grpc.health.v1.Health", "petsage.v1.SmokeService"} <= set(services)
+
+
+def test_reflection_describes_the_smoke_test_response(channel):
+    database = ProtoReflectionDescriptorDatabase(channel)
+    file = database.FindFileContainingSymbol("petsage.v1.SmokeTestResponse")
+    assert file.name == "petsage/v1/smoke.proto"
+
+
+def test_no_reflection_answers_unimplemented():
+    with (
+        ThreadedServer(make_config(reflection=False)) as running,
+        grpc.insecure_channel(running.address) as chan,
+    ):
+        with pytest.raises(grpc.RpcError) as error:
+            ProtoReflectionDescriptorDatabase(chan).get_services()
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
