@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from petsage_grpc import __version__
-from petsage_grpc.config import OPTIONS, Config, ConfigError
+from petsage_grpc.config import CONFIG_ENV, OPTIONS, Config, ConfigError
 
 PROG = "petsage-grpc"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -51,11 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
         "SIGINT, then drain and stop. Every flag can also be set as the environment variable "
         "shown; a flag wins over its variable.",
     )
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"a TOML file of settings and [[check]] tables (env {CONFIG_ENV})",
+    )
     defaults = Config()
     for option in OPTIONS:
         default = option.show(getattr(defaults, option.field))
         help_text = f"{option.help} (env {option.env}; default {default})"
-        if option.metavar is None:
+        if option.repeat:
+            serve.add_argument(
+                option.flag,
+                dest=option.field,
+                action="append",
+                type=_argument_type(option.parse),
+                metavar=option.metavar,
+                help=help_text,
+            )
+        elif option.metavar is None:
             serve.add_argument(
                 option.flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
@@ -105,10 +119,16 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     _setup_logging(config.log_level)
 
+    from petsage_grpc.monitor import CheckSetupError
     from petsage_grpc.server import BindError, Server
 
     try:
-        return asyncio.run(Server(config).serve())
+        server = Server(config)
+    except CheckSetupError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    try:
+        return asyncio.run(server.serve())
     except BindError as exc:
         _error(str(exc))
         return EXIT_FAILURE

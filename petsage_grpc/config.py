@@ -1,115 +1,47 @@
-"""Config: every server setting, from defaults, `PETSAGE_*` environment variables and flags.
+"""Config: every server setting, from defaults, a TOML file, `PETSAGE_*` variables and flags.
 
-A flag wins over its environment variable, which wins over the default. Values are parsed and
-checked here, once, so a bad value is a usage error named after where it came from. This module
-imports nothing from grpc: the CLI reads it before grpc is loaded.
+A flag wins over its environment variable, which wins over the config file, which wins over the
+default. Dependency checks add up instead: those of the file, then `PETSAGE_CHECK`, then `--check`.
+Values are parsed and checked here, once, so a bad value is a usage error named after where it came
+from. This module imports nothing from grpc: the CLI reads it before grpc is loaded.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from petsage_grpc.checks.spec import CheckSpec, SpecError, parse_check_flag, spec_from_mapping
+from petsage_grpc.values import (
+    LOG_LEVELS,
+    format_address,
+    parse_bool,
+    parse_duration,
+    parse_host,
+    parse_log_level,
+    parse_port,
+)
+
 ENV_PREFIX = "PETSAGE_"
-LOG_LEVELS = ("debug", "info", "warning", "error")
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+CHECK_ENV_SEPARATOR = ";"
 
 
 class ConfigError(ValueError):
-    """A setting has a value that cannot be used; the message names the setting."""
+    """A setting has a value that cannot be used; the message names where it came from."""
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_duration(text: str) -> float:
-    """Parse a duration in seconds: `10`, `2.5`, or Go syntax such as `250ms`, `1m30s`."""
-    value = text.strip()
+def parse_count(text: str) -> int:
+    """Parse a whole number of at least 1."""
     try:
-        seconds = float(value)
+        value = int(text.strip())
     except ValueError:
-        parts = _DURATION_PART.findall(value)
-        if not parts or "".join(number + unit for number, unit in parts) != value:
-            raise ValueError(
-                f"invalid duration {text!r} (use seconds, or e.g. 250ms, 1m30s)"
-            ) from None
-        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(f"invalid duration {text!r} (must be zero or more)")
-    return seconds
-
-
-def parse_port(text: str) -> int:
-    """Parse a TCP port, 0 to 65535 (0 asks the system for a free port)."""
-    try:
-        port = int(text.strip())
-    except ValueError:
-        raise ValueError(f"invalid port {text!r} (a number from 0 to 65535)") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"invalid port {text!r} (a number from 0 to 65535)")
-    return port
-
-
-def parse_host(text: str) -> str:
-    """Parse a host to listen on: a name or an address, `[::]` style brackets allowed."""
-    host = text.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or any(c.isspace() or c in "/[]" for c in host):
-        raise ValueError(f"invalid host {text!r}")
-    return host
-
-
-def parse_log_level(text: str) -> str:
-    """Parse a log level name, case-insensitive."""
-    level = text.strip().lower()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"invalid log level {text!r} (one of: {', '.join(LOG_LEVELS)})")
-    return level
-
-
-def parse_bool(text: str) -> bool:
-    """Parse a boolean environment value: true/false, 1/0, yes/no, on/off."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"invalid boolean {text!r} (true or false)")
-
-
-def format_address(host: str, port: int) -> str:
-    """`host:port`, with an IPv6 literal in brackets: `[::1]:50051`."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class Option:
-    """How one Config field is spelled on the command line and in the environment."""
-
-    field: str
-    parse: Callable[[str], Any]
-    help: str
-    metavar: str | None = None  # None: a boolean --NAME / --no-NAME pair
-    show: Callable[[Any], str] = str  # how help text shows the default
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.field.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.field.upper()
+        raise ValueError(f"invalid number {text!r} (a whole number of at least 1)") from None
+    if value < 1:
+        raise ValueError(f"invalid number {text!r} (a whole number of at least 1)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -122,6 +54,10 @@ class Config:
     grace_period: float = 10.0
     log_level: str = "info"
     reflection: bool = True
+    checks: tuple[CheckSpec, ...] = ()
+    max_watch_streams: int = 20_000
+    max_unknown_services: int = 100
+    max_service_name_bytes: int = 200
 
     @property
     def address(self) -> str:
@@ -130,22 +66,47 @@ class Config:
 
     @classmethod
     def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
-        """Build a Config from parsed flags (None where not given) and the environment.
+        """Build a Config from parsed flags (None where not given), the environment, and the
+        TOML file named by `flags["config"]` or PETSAGE_CONFIG.
 
-        Raises ConfigError naming the environment variable whose value is bad.
+        Raises ConfigError naming the file and key, or the variable, whose value is bad.
         """
-        values: dict[str, Any] = {}
+        path = flags.get("config") or environ.get(CONFIG_ENV)
+        values = _read_file(path) if path else {}
+        checks = list(values.pop("checks", ()))
         for option in OPTIONS:
-            flag_value = flags.get(option.field)
-            if flag_value is not None:
-                values[option.field] = flag_value
+            if option.repeat:
+                checks += [*_env_checks(environ.get(option.env, "")), *(flags.get("checks") or ())]
+            elif flags.get(option.field) is not None:
+                values[option.field] = flags[option.field]
             elif option.env in environ:
-                raw = environ[option.env]
-                try:
-                    values[option.field] = option.parse(raw)
-                except ValueError as exc:
-                    raise ConfigError(f"{option.env}: {exc}") from None
-        return cls(**values)
+                values[option.field] = _parse(option, environ[option.env], option.env)
+        names = [check.name for check in checks]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"checks: more than one check is named {duplicates[0]!r}")
+        return cls(**values, checks=tuple(checks))
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one Config field is spelled on the command line, in the environment and in TOML."""
+
+    field: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None  # None: a boolean --NAME / --no-NAME pair
+    show: Callable[[Any], str] = str  # how help text shows the default
+    repeat: bool = False  # a flag given once per value; its variable separates values with ';'
+    flag_name: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + (self.flag_name or self.field).replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + (self.flag_name or self.field).upper()
 
 
 def _show_duration(seconds: float) -> str:
@@ -154,6 +115,10 @@ def _show_duration(seconds: float) -> str:
 
 def _show_bool(value: bool) -> str:
     return "on" if value else "off"
+
+
+def _show_checks(checks: Sequence[CheckSpec]) -> str:
+    return "none"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -175,4 +140,85 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_level", parse_log_level, "one of: " + ", ".join(LOG_LEVELS), "LEVEL"),
     Option("reflection", parse_bool, "serve gRPC server reflection", show=_show_bool),
+    Option(
+        "checks",
+        parse_check_flag,
+        "a dependency check, as name=N,kind=K,target=T[,interval=10s,timeout=1s,"
+        "failure_threshold=3,success_threshold=1,required=true,service=S]; repeatable",
+        "SPEC",
+        show=_show_checks,
+        repeat=True,
+        flag_name="check",
+    ),
+    Option(
+        "max_watch_streams",
+        parse_count,
+        "Watch streams open at once; more are refused with RESOURCE_EXHAUSTED",
+        "N",
+    ),
+    Option(
+        "max_unknown_services",
+        parse_count,
+        "distinct unregistered service names that open Watch streams may wait for",
+        "N",
+    ),
+    Option(
+        "max_service_name_bytes",
+        parse_count,
+        "longest service name Check and Watch accept; longer is INVALID_ARGUMENT",
+        "N",
+    ),
 )
+
+
+def _parse(option: Option, raw: str, where: str) -> Any:
+    try:
+        return option.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _env_checks(raw: str) -> list[CheckSpec]:
+    option = next(o for o in OPTIONS if o.repeat)
+    return [
+        _parse(option, spec, option.env) for spec in raw.split(CHECK_ENV_SEPARATOR) if spec.strip()
+    ]
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    """The settings of a TOML file: the options' fields at the top, and `[[check]]` tables."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    by_field = {o.field: o for o in OPTIONS if not o.repeat}
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        if key == "check":
+            values["checks"] = _file_checks(path, value)
+        elif key in by_field:
+            if isinstance(value, dict | list):
+                raise ConfigError(f"{path}: {key}: must be a single value")
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            values[key] = _parse(by_field[key], text, f"{path}: {key}")
+        else:
+            known = ", ".join(["check", *by_field])
+            raise ConfigError(f"{path}: {key}: unknown key (known: {known})")
+    return values
+
+
+def _file_checks(path: str, tables: object) -> list[CheckSpec]:
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: check: must be [[check]] tables")
+    checks = []
+    for number, table in enumerate(tables, start=1):
+        try:
+            checks.append(spec_from_mapping(table))
+        except SpecError as exc:
+            name = table.get("name")
+            label = f"[[check]] #{number}" + (f" {name!r}" if isinstance(name, str) else "")
+            raise ConfigError(f"{path}: {label}: {exc}") from None
+    return checks

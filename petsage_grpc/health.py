@@ -48,6 +48,10 @@ LIST_LIMIT = 100
 """List fails with RESOURCE_EXHAUSTED past this many services (gRFC A90)."""
 
 
+class WatchRefused(Exception):
+    """A Watch stream cannot open: a limit is reached. The message says which."""
+
+
 class Watcher:
     """One Watch stream's mailbox: the latest status of one service, and whether to end.
 
@@ -106,10 +110,15 @@ class HealthState:
     Every method may be called from any thread. None of them waits on I/O.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_watchers: int | None = None, max_unknown_services: int | None = None
+    ) -> None:
+        self.max_watchers = max_watchers
+        self.max_unknown_services = max_unknown_services
         self._lock = threading.Lock()
         self._statuses: dict[str, ServingStatus] = {}
         self._watchers: dict[str, set[Watcher]] = {}
+        self._watcher_count = 0
         self._shutdown = False
         self._ended = False
 
@@ -130,8 +139,7 @@ class HealthState:
     @property
     def watcher_count(self) -> int:
         """How many Watch streams are open."""
-        with self._lock:
-            return sum(len(watchers) for watchers in self._watchers.values())
+        return self._watcher_count
 
     def set(self, service: str, status: ServingStatus) -> None:
         """Register `service` or change its status; every watcher of it sees the change.
@@ -141,7 +149,7 @@ class HealthState:
         """
         with self._lock:
             if self._shutdown:
-                log.info(
+                log.debug(
                     "ignored status %s for service %r: health is shut down",
                     status_name(status),
                     service,
@@ -180,12 +188,16 @@ class HealthState:
         """Open a watcher of `service`: its first `next()` is the current status.
 
         A service that is not registered reads SERVICE_UNKNOWN until it is. Call from the event
-        loop that will read the watcher; close it with `unwatch()`.
+        loop that will read the watcher; close it with `unwatch()`. Raises WatchRefused when
+        `max_watchers` are open, or when `service` is unknown and `max_unknown_services` unknown
+        names are watched already.
         """
         loop = asyncio.get_running_loop()
         with self._lock:
+            self._admit_locked(service)
             watcher = Watcher(service, self._statuses.get(service, SERVICE_UNKNOWN), loop)
             self._watchers.setdefault(service, set()).add(watcher)
+            self._watcher_count += 1
             if self._ended:
                 watcher._end(loop)
         return watcher
@@ -194,16 +206,32 @@ class HealthState:
         """Close a watcher opened by `watch()`."""
         with self._lock:
             watchers = self._watchers.get(watcher.service)
-            if watchers is not None:
-                watchers.discard(watcher)
+            if watchers is not None and watcher in watchers:
+                watchers.remove(watcher)
+                self._watcher_count -= 1
                 if not watchers:
                     del self._watchers[watcher.service]
+
+    def _admit_locked(self, service: str) -> None:
+        if self.max_watchers is not None and self._watcher_count >= self.max_watchers:
+            raise WatchRefused(f"{self._watcher_count} Watch streams are open, the most allowed")
+        if (
+            self.max_unknown_services is not None
+            and service not in self._statuses
+            and service not in self._watchers
+            and sum(name not in self._statuses for name in self._watchers)
+            >= self.max_unknown_services
+        ):
+            raise WatchRefused(
+                f"Watch streams wait for {self.max_unknown_services} unknown services already,"
+                " the most allowed"
+            )
 
     def _set_locked(self, service: str, status: ServingStatus) -> None:
         old = self._statuses.get(service)
         self._statuses[service] = status
         if old != status:
-            log.info(
+            log.debug(
                 "service %r is %s (was %s)",
                 service,
                 status_name(status),
@@ -231,13 +259,24 @@ _RESPONSES = {
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """Check, Watch and List, read from a HealthState, with the semantics of the spec."""
 
-    def __init__(self, state: HealthState) -> None:
+    def __init__(self, state: HealthState, *, max_service_name_bytes: int = 200) -> None:
         self._state = state
+        self._max_name = max_service_name_bytes
+
+    async def _check_name(self, service: str, context: grpc.aio.ServicerContext) -> None:
+        if len(service) > self._max_name // 4 and len(service.encode()) > self._max_name:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"service name longer than {self._max_name} bytes",
+            )
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
         status = self._state.get(request.service)
+        if status is None:
+            await self._check_name(request.service, context)
         if status is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return _RESPONSES[status]
@@ -245,7 +284,11 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     async def Watch(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        watcher = self._state.watch(request.service)
+        await self._check_name(request.service, context)
+        try:
+            watcher = self._state.watch(request.service)
+        except WatchRefused as exc:
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         try:
             while (status := await watcher.next()) is not None:
                 yield _RESPONSES[status]

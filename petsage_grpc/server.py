@@ -1,7 +1,8 @@
 """Server: the lifecycle of one PetSage gRPC server — bind, serve, drain on a signal, stop.
 
 Shutdown, on SIGTERM or SIGINT (or `request_stop()`):
-1. every service goes NOT_SERVING at once; open Watch streams receive it;
+1. every service, liveness too, goes NOT_SERVING at once; open Watch streams receive it, and the
+   dependency checks stop;
 2. the drain delay passes while RPCs are still answered, so load balancers notice;
 3. open Watch streams end with OK, new RPCs are refused, and in-flight RPCs get the grace period;
 4. the server stops. A second signal at any point skips what is left and stops at once.
@@ -23,10 +24,12 @@ from grpc_reflection.v1alpha import reflection
 
 from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
-from petsage_grpc.config import Config, format_address
-from petsage_grpc.health import OVERALL, SERVING, HealthServicer, HealthState
+from petsage_grpc.config import Config
+from petsage_grpc.health import HealthServicer, HealthState
+from petsage_grpc.monitor import HealthMonitor
 from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
 from petsage_grpc.smoke import SmokeServicer
+from petsage_grpc.values import format_address
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,9 @@ class BindError(RuntimeError):
 
 
 class Server:
-    """One PetSage server: the grpc.aio server, its servicers and its health state."""
+    """One PetSage server: the grpc.aio server, its servicers, its health state and monitor.
+
+    Raises CheckSetupError when a configured check cannot be set up."""
 
     def __init__(
         self,
@@ -53,9 +58,17 @@ class Server:
         services: Sequence[grpc.ServiceRpcHandler] = (),
     ) -> None:
         self.config = config
-        self.state = HealthState() if state is None else state
+        self.state = (
+            HealthState(
+                max_watchers=config.max_watch_streams,
+                max_unknown_services=config.max_unknown_services,
+            )
+            if state is None
+            else state
+        )
         self.port: int | None = None
         self._services = tuple(services)
+        self.monitor = HealthMonitor(self.state, config.checks, self.service_names)
         self._server: grpc.aio.Server | None = None
         self._stop_requested = asyncio.Event()
         self._force_requested = asyncio.Event()
@@ -66,11 +79,15 @@ class Server:
         return (SMOKE_SERVICE_NAME, *(s.service_name() for s in self._services))
 
     async def start(self) -> None:
-        """Bind the address, start serving, and set every service SERVING."""
+        """Bind the address, start the checks and serving; liveness is SERVING at once, and
+        readiness once the required checks pass."""
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(self.state), server)
+        health_pb2_grpc.add_HealthServicer_to_server(
+            HealthServicer(self.state, max_service_name_bytes=self.config.max_service_name_bytes),
+            server,
+        )
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
-            SmokeServicer(self.state, started=time.monotonic()), server
+            SmokeServicer(self.monitor, started=time.monotonic()), server
         )
         server.add_generic_rpc_handlers(self._services)
         if self.config.reflection:
@@ -81,10 +98,11 @@ class Server:
             self.port = server.add_insecure_port(self.config.address)
         except RuntimeError:
             raise BindError(_explain_bind_failure(self.config.host, self.config.port)) from None
+        self.monitor.start()
         await server.start()
         self._server = server
-        for name in (OVERALL, *self.service_names):
-            self.state.set(name, SERVING)
+        # Let the checks' first results decide readiness before announcing the server.
+        await self.monitor.run_checks(max((c.timeout for c in self.config.checks), default=0))
         log.info(
             "petsage-grpc %s serving on %s",
             __version__,
@@ -112,7 +130,7 @@ class Server:
         if server is None:
             return True
         config = self.config
-        self.state.shutdown()
+        await self.monitor.close()
         if config.drain_delay > 0 and not self._force_requested.is_set():
             log.info("draining: NOT_SERVING for %gs before stopping", config.drain_delay)
             await _wait(self._force_requested, config.drain_delay)

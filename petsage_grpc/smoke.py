@@ -1,4 +1,5 @@
-"""`petsage.v1.SmokeService`: the instance's overall status, as a deployment pipeline asks it."""
+"""`petsage.v1.SmokeService`: the instance's overall status and every dependency check, as a
+deployment pipeline asks for them after a rollout."""
 
 from __future__ import annotations
 
@@ -8,31 +9,80 @@ import grpc
 
 from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
-from petsage_grpc.health import OVERALL, SERVING, HealthState
+from petsage_grpc.checks.runner import CheckRunner
+from petsage_grpc.health import OVERALL, SERVING
+from petsage_grpc.monitor import HealthMonitor
 
 SERVICE_NAME = smoke_pb2.DESCRIPTOR.services_by_name["SmokeService"].full_name
 
 OK_MESSAGE = "PetSage services are running smoothly!"
 
+DEADLINE_MARGIN = 0.05
+"""Seconds kept back from the call's deadline, to answer in time after a fresh run of checks."""
+
+FRESH_RUN_LIMIT = 30.0
+"""How long a fresh run of checks may take when the call has no deadline, in seconds."""
+
+
+def verdict(monitor: HealthMonitor) -> tuple[smoke_pb2.SmokeStatus, str]:
+    """The overall status and its message, from the monitor's state as it stands."""
+    if monitor.state.is_shutdown:
+        return smoke_pb2.SMOKE_STATUS_FAILING, "PetSage is shutting down"
+    problem = monitor.readiness_problem()
+    if problem:
+        return smoke_pb2.SMOKE_STATUS_FAILING, f"PetSage is not ready: {problem}"
+    if monitor.state.get(OVERALL) != SERVING:
+        return smoke_pb2.SMOKE_STATUS_FAILING, "PetSage is not serving"
+    failing = monitor.failing(required=False)
+    if failing:
+        runner, why = failing[0]
+        more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
+        return (
+            smoke_pb2.SMOKE_STATUS_DEGRADED,
+            f"PetSage is degraded: optional check {runner.spec.name!r} fails: {why}{more}",
+        )
+    return smoke_pb2.SMOKE_STATUS_OK, OK_MESSAGE
+
+
+def check_result(runner: CheckRunner, now: float) -> smoke_pb2.CheckResult:
+    spec = runner.spec
+    result = smoke_pb2.CheckResult(
+        name=spec.name,
+        kind=spec.kind,
+        required=spec.required,
+        passing=runner.is_passing(now),
+        last_error=runner.why_failing(now) or runner.last_error,
+    )
+    if runner.last_latency is not None:
+        result.last_latency.FromNanoseconds(int(runner.last_latency * 1e9))
+    if runner.last_run_time is not None:
+        result.last_run_time.FromNanoseconds(int(runner.last_run_time * 1e9))
+    if runner.last_change_time is not None:
+        result.last_change_time.FromNanoseconds(int(runner.last_change_time * 1e9))
+    return result
+
 
 class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
-    """Answers SmokeTest from the health state; never waits on anything."""
+    """Answers SmokeTest from the monitor's state; runs the checks only when asked to."""
 
-    def __init__(self, state: HealthState, started: float | None = None) -> None:
-        self._state = state
+    def __init__(self, monitor: HealthMonitor, started: float | None = None) -> None:
+        self._monitor = monitor
         self._started = time.monotonic() if started is None else started
 
     async def SmokeTest(
         self, request: smoke_pb2.SmokeTestRequest, context: grpc.aio.ServicerContext
     ) -> smoke_pb2.SmokeTestResponse:
-        response = smoke_pb2.SmokeTestResponse(version=__version__)
-        response.uptime.FromNanoseconds(int((time.monotonic() - self._started) * 1e9))
-        if self._state.get(OVERALL) == SERVING:
-            response.status = smoke_pb2.SMOKE_STATUS_OK
-            response.message = OK_MESSAGE
-        else:
-            response.status = smoke_pb2.SMOKE_STATUS_FAILING
-            response.message = (
-                "PetSage is shutting down" if self._state.is_shutdown else "PetSage is not serving"
-            )
+        if request.run_checks:
+            remaining = context.time_remaining()
+            budget = FRESH_RUN_LIMIT if remaining is None else remaining - DEADLINE_MARGIN
+            await self._monitor.run_checks(timeout=budget)
+        status, message = verdict(self._monitor)
+        now = time.monotonic()
+        response = smoke_pb2.SmokeTestResponse(
+            status=status,
+            message=message,
+            version=__version__,
+            checks=[check_result(runner, now) for runner in self._monitor.runners],
+        )
+        response.uptime.FromNanoseconds(int((now - self._started) * 1e9))
         return response

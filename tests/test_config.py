@@ -6,7 +6,8 @@ from dataclasses import fields
 
 import pytest
 
-from petsage_grpc.config import OPTIONS, Config, ConfigError, parse_duration
+from petsage_grpc.config import OPTIONS, Config, ConfigError
+from petsage_grpc.values import parse_duration
 
 
 def test_every_setting_has_one_option():

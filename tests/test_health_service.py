@@ -77,13 +77,15 @@ def test_list_returns_every_service_and_status(server, channel):
     statuses = {name: r.status for name, r in response.statuses.items()}
     assert statuses == {
         "": SERVING,
+        "liveness": SERVING,
+        "readiness": SERVING,
         "petsage.v1.SmokeService": SERVING,
         "other.Service": NOT_SERVING,
     }
 
 
 def test_list_fails_resource_exhausted_past_100_services(server, channel):
-    for i in range(99):  # two are registered already: 101 in all
+    for i in range(101 - len(server.state.statuses())):
         server.state.set(f"svc{i}", SERVING)
     with pytest.raises(grpc.RpcError) as error:
         health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=WAIT)
@@ -91,7 +93,7 @@ def test_list_fails_resource_exhausted_past_100_services(server, channel):
 
 
 def test_list_answers_with_exactly_100_services(server, channel):
-    for i in range(98):
+    for i in range(100 - len(server.state.statuses())):
         server.state.set(f"svc{i}", SERVING)
     response = health_pb2_grpc.HealthStub(channel).List(
         health_pb2.HealthListRequest(), timeout=WAIT

@@ -49,8 +49,9 @@ class SmokeServiceServicer:
     """
 
     def SmokeTest(self, request, context):
-        """SmokeTest reports the instance's overall status from state the server
-        already holds; it never waits on a dependency.
+        """SmokeTest reports the instance's overall status and every dependency check,
+        from results the server already holds; it waits on dependencies only when
+        the request asks for a fresh run, and then no longer than the call's deadline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,154 @@
+"""Probes: one run of a dependency check of each kind. A probe returns when the dependency is
+healthy and raises `ProbeFailed` (or any exception) saying why when it is not. Timeouts are the
+runner's job, not the probe's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import importlib
+import inspect
+import os
+import sys
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from petsage_grpc.checks.spec import CheckSpec, PythonCheck, SpecError
+
+
+class ProbeFailed(Exception):
+    """The dependency answered, and the answer is a failure."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Runs one check's probe; `close()` releases what it holds (a gRPC channel)."""
+
+    run: Callable[[], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
+
+
+async def _nothing() -> None:
+    return None
+
+
+def make_probe(spec: CheckSpec) -> Probe:
+    """The probe of `spec`. Raises SpecError if a python target cannot be imported."""
+    if spec.kind == "grpc":
+        return _grpc_probe(spec)
+    makers: dict[str, Callable[[CheckSpec], Callable[[], Awaitable[None]]]] = {
+        "tcp": _tcp_probe,
+        "http": _http_probe,
+        "file": _file_probe,
+        "python": _python_probe,
+    }
+    return Probe(makers[spec.kind](spec), _nothing)
+
+
+def _tcp_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+    assert isinstance(spec.target, str)
+    host, _, port = spec.target.rpartition(":")
+    host = host.strip("[]")
+
+    async def run() -> None:
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.close()
+        await writer.wait_closed()
+
+    return run
+
+
+def _grpc_probe(spec: CheckSpec) -> Probe:
+    assert isinstance(spec.target, str)
+    channel = grpc.aio.insecure_channel(spec.target)
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service=spec.service)
+
+    async def run() -> None:
+        try:
+            response = await stub.Check(request, timeout=spec.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise ProbeFailed(f"{exc.code().name}: {exc.details()}") from None
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+            raise ProbeFailed(f"{spec.service or 'the server'} is {name}")
+
+    async def close() -> None:
+        await channel.close()
+
+    return Probe(run, close)
+
+
+def _http_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+    assert isinstance(spec.target, str)
+    url = urllib.parse.urlsplit(spec.target)
+    connection_class = (
+        http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    )
+    path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
+
+    def get() -> None:
+        # http.client blocks, so this runs in a worker thread; its socket timeout bounds it.
+        connection = connection_class(url.netloc, timeout=spec.timeout)
+        try:
+            connection.request("GET", path, headers={"User-Agent": "petsage-grpc"})
+            status = connection.getresponse().status
+        finally:
+            connection.close()
+        if not 200 <= status < 400:
+            raise ProbeFailed(f"HTTP {status}")
+
+    async def run() -> None:
+        await asyncio.to_thread(get)
+
+    return run
+
+
+def _file_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+    assert isinstance(spec.target, str)
+    path = spec.target
+
+    async def run() -> None:
+        if await asyncio.to_thread(os.path.lexists, path):
+            raise ProbeFailed(f"{path} exists")
+
+    return run
+
+
+def _python_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+    function = resolve_python_check(spec.target)
+
+    async def run() -> None:
+        if await function() is False:
+            raise ProbeFailed("returned False")
+
+    return run
+
+
+def resolve_python_check(target: str | PythonCheck) -> PythonCheck:
+    """The coroutine function named `module:function` (the working directory is importable).
+
+    Raises SpecError saying what is wrong with the target.
+    """
+    if not isinstance(target, str):
+        function = target
+    else:
+        module_name, _, attribute = target.partition(":")
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, "")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise SpecError("target", f"cannot import {module_name!r}: {exc}") from None
+        try:
+            function = getattr(module, attribute)
+        except AttributeError:
+            raise SpecError("target", f"{module_name!r} has no {attribute!r}") from None
+    if not inspect.iscoroutinefunction(function):
+        raise SpecError("target", f"{target!r} is not an async function")
+    return function

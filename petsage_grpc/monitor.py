@@ -1,0 +1,177 @@
+"""HealthMonitor: the health model. It runs the dependency checks and writes, into a HealthState,
+the status of the service names with a fixed meaning:
+
+- `liveness`: SERVING while the process can answer; it never depends on other systems and is
+  NOT_SERVING only once the server is shutting down (`close()`).
+- `readiness` and `""`: SERVING only while every required check passes and the monitor is not in
+  maintenance (`shutdown()` until `resume()`) or closed.
+- every other service the server hosts (`petsage.v1.SmokeService`, ...): follows readiness, until
+  the application sets its status itself with `set()`.
+
+Checks write, RPCs read: nothing here runs on a request path except `run_checks()`, which a
+SmokeTest asks for explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+from petsage_grpc.checks.runner import CheckRunner
+from petsage_grpc.checks.spec import CheckSpec, SpecError
+from petsage_grpc.health import NOT_SERVING, OVERALL, SERVING, HealthState, ServingStatus
+
+log = logging.getLogger(__name__)
+
+LIVENESS = "liveness"
+READINESS = "readiness"
+RESERVED = (LIVENESS, READINESS, OVERALL)
+
+WATCHDOG_INTERVAL = 1.0
+"""How often stale results are looked for, in seconds."""
+
+
+class CheckSetupError(ValueError):
+    """A check cannot be set up (such as a python target that does not import)."""
+
+
+class HealthMonitor:
+    """Runs checks and keeps liveness, readiness and the hosted services' statuses true."""
+
+    def __init__(
+        self,
+        state: HealthState,
+        checks: Iterable[CheckSpec] = (),
+        services: Iterable[str] = (),
+    ) -> None:
+        self.state = state
+        self._runners: list[CheckRunner] = []
+        self._followers = [READINESS, OVERALL, *services]
+        self._pinned: set[str] = set()
+        self._maintenance = False
+        self._started = False
+        self._ready: bool | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        for spec in checks:
+            self.add_check(spec)
+
+    @property
+    def runners(self) -> Sequence[CheckRunner]:
+        """The checks, in the order they were added."""
+        return tuple(self._runners)
+
+    @property
+    def in_maintenance(self) -> bool:
+        return self._maintenance
+
+    def add_check(self, spec: CheckSpec) -> None:
+        """Add a dependency check; it runs at once if the monitor has started.
+
+        Raises CheckSetupError if its name is taken or its python target does not import.
+        """
+        if any(r.spec.name == spec.name for r in self._runners):
+            raise CheckSetupError(f"check {spec.name!r}: the name is taken")
+        try:
+            runner = CheckRunner(spec, self._on_result)
+        except SpecError as exc:
+            raise CheckSetupError(f"check {spec.name!r}: {exc}") from None
+        self._runners.append(runner)
+        if self._started:
+            runner.start()
+            self._evaluate()
+
+    def start(self) -> None:
+        """Register every service, set liveness SERVING, and start the checks. Call on the loop."""
+        self._started = True
+        self.state.set(LIVENESS, SERVING)
+        if any(runner.spec.required for runner in self._runners):
+            # Not ready until the required checks prove otherwise; their first results follow.
+            self._ready = False
+            for service in self._followers:
+                self.state.set(service, NOT_SERVING)
+        for runner in self._runners:
+            runner.start()
+        self._evaluate()
+        self._watchdog = asyncio.create_task(self._watch_for_stale_results(), name="watchdog")
+
+    async def close(self) -> None:
+        """The server is going away: every service NOT_SERVING, liveness too, for good; the
+        checks stop."""
+        self.state.shutdown()
+        tasks = [self._watchdog] if self._watchdog else []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*(runner.stop() for runner in self._runners))
+
+    def shutdown(self) -> None:
+        """Enter maintenance: readiness and the services that follow it go NOT_SERVING; liveness
+        stays SERVING, so Kubernetes takes the pod out of load balancing without restarting it."""
+        self._maintenance = True
+        self._evaluate()
+
+    def resume(self) -> None:
+        """Leave maintenance: readiness follows the checks again."""
+        self._maintenance = False
+        self._evaluate()
+
+    def set(self, service: str, status: ServingStatus) -> None:
+        """Set a hosted service's status; from now on it no longer follows readiness."""
+        if service in RESERVED:
+            raise ValueError(f"{service!r} is derived from the checks; it cannot be set")
+        self._pinned.add(service)
+        self.state.set(service, status)
+
+    async def run_checks(self, timeout: float) -> None:
+        """Run every check now (joining runs in flight); return within `timeout` seconds."""
+        runs = [runner.run_now() for runner in self._runners]
+        if runs and timeout > 0:
+            await asyncio.wait([asyncio.shield(run) for run in runs], timeout=timeout)
+
+    def failing(self, *, required: bool) -> list[tuple[CheckRunner, str]]:
+        """The checks, required or optional, that do not pass now, each with why."""
+        now = time.monotonic()
+        return [
+            (runner, runner.why_failing(now))
+            for runner in self._runners
+            if runner.spec.required == required and not runner.is_passing(now)
+        ]
+
+    def readiness_problem(self) -> str:
+        """Why readiness is NOT_SERVING (empty when it is SERVING)."""
+        if self._maintenance:
+            return "in maintenance"
+        failing = self.failing(required=True)
+        if not failing:
+            return ""
+        runner, why = failing[0]
+        more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
+        return f"required check {runner.spec.name!r} fails: {why}{more}"
+
+    def _on_result(self, runner: CheckRunner) -> None:
+        self._evaluate()
+
+    def _evaluate(self) -> None:
+        if not self._started:
+            return
+        problem = self.readiness_problem()
+        ready = not problem
+        if ready == self._ready:
+            return
+        self._ready = ready
+        status = SERVING if ready else NOT_SERVING
+        for service in self._followers:
+            if service not in self._pinned:
+                self.state.set(service, status)
+        if self.state.is_shutdown:
+            return
+        if ready:
+            log.info("readiness SERVING: every required check passes")
+        else:
+            log.warning("readiness NOT_SERVING: %s", problem)
+
+    async def _watch_for_stale_results(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            self._evaluate()

@@ -1,0 +1,81 @@
+"""Parsing of setting values (durations, ports, hosts, levels, booleans), shared by the server's
+settings and the dependency checks. Each parser raises ValueError with a message fit for a user.
+"""
+
+from __future__ import annotations
+
+import re
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a duration in seconds: `10`, `2.5`, or Go syntax such as `250ms`, `1m30s`."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(number + unit for number, unit in parts) != value:
+            raise ValueError(
+                f"invalid duration {text!r} (use seconds, or e.g. 250ms, 1m30s)"
+            ) from None
+        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"invalid duration {text!r} (must be zero or more)")
+    return seconds
+
+
+def parse_port(text: str) -> int:
+    """Parse a TCP port, 0 to 65535 (0 asks the system for a free port)."""
+    try:
+        port = int(text.strip())
+    except ValueError:
+        raise ValueError(f"invalid port {text!r} (a number from 0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"invalid port {text!r} (a number from 0 to 65535)")
+    return port
+
+
+def parse_host(text: str) -> str:
+    """Parse a host to listen on: a name or an address, `[::]` style brackets allowed."""
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise ValueError(f"invalid host {text!r}")
+    return host
+
+
+def parse_log_level(text: str) -> str:
+    """Parse a log level name, case-insensitive."""
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"invalid log level {text!r} (one of: {', '.join(LOG_LEVELS)})")
+    return level
+
+
+def parse_bool(text: str) -> bool:
+    """Parse a boolean environment value: true/false, 1/0, yes/no, on/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"invalid boolean {text!r} (true or false)")
+
+
+def format_address(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 literal in brackets: `[::1]:50051`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
