@@ -24,8 +24,8 @@ test: lint
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check petsage_grpc tests
-	$(BIN)/ruff format --check petsage_grpc tests
+	$(BIN)/ruff check petsage_grpc tests examples
+	$(BIN)/ruff format --check petsage_grpc tests examples
 	$(BIN)/mypy
 	cd protos && ../$(BIN)/buf lint
 

@@ -101,8 +101,6 @@ class Server:
         self.monitor.start()
         await server.start()
         self._server = server
-        # Let the checks' first results decide readiness before announcing the server.
-        await self.monitor.run_checks(max((c.timeout for c in self.config.checks), default=0))
         log.info(
             "petsage-grpc %s serving on %s",
             __version__,

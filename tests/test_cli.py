@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from petsage_grpc import __version__
-from petsage_grpc.health import SERVING
+from petsage_grpc.health import NOT_SERVING, SERVING
 from tests.helpers import CLIProcess, check, run_cli, wait_until
 
 
@@ -177,3 +177,69 @@ def test_log_level_warning_hides_info_lines(processes):
     process.send()
     assert process.wait() == 0
     assert process.lines == []
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("port = = 1\n", "invalid TOML"),
+        ('[[check]]\nname = "mail"\nkind = "smtp"\ntarget = "x:25"\n', "kind: unknown kind 'smtp'"),
+    ],
+)
+def test_bad_config_file_is_one_line_naming_file_key_and_problem(tmp_path, toml, named):
+    path = tmp_path / "petsage.toml"
+    path.write_text(toml)
+    result = run_cli("serve", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"petsage-grpc: error: {path}: ")
+    assert named in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("target", "named"),
+    [
+        ("no_such_module:check", "cannot import 'no_such_module'"),
+        ("tests.apps.checks:absent", "has no 'absent'"),
+        ("tests.apps.checks:not_async", "is not an async function"),
+    ],
+)
+def test_python_check_that_cannot_be_set_up_is_one_line_and_exit_2(target, named):
+    result = run_cli("serve", "--port", "0", "--check", f"name=app,kind=python,target={target}")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert "check 'app'" in lines[0] and named in lines[0]
+
+
+def test_bad_check_flag_is_one_line_and_exit_2():
+    result = run_cli("serve", "--check", "name=db,kind=tcp")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "target: is missing" in result.stderr
+
+
+def test_check_flag_drives_readiness(processes, tmp_path):
+    drain = tmp_path / "drain"
+    process = CLIProcess(
+        [
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--check",
+            f"name=drain,kind=file,target={drain},interval=50ms,failure_threshold=1",
+        ]
+    )
+    processes.append(process)
+    port = process.wait_for_port()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        wait_until(lambda: check(channel, "readiness") == SERVING, what="readiness")
+        drain.touch()
+        process.wait_for_line(
+            r"readiness NOT_SERVING: required check 'drain' fails: .*drain exists"
+        )
+        assert check(channel, "readiness") == NOT_SERVING
+        assert check(channel, "liveness") == SERVING

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 import pytest
 
+from petsage_grpc.checks.spec import CheckSpec, parse_check_flag
 from petsage_grpc.config import OPTIONS, Config, ConfigError
 from petsage_grpc.values import parse_duration
 
@@ -47,3 +48,137 @@ def test_durations_take_seconds_or_go_syntax(text, seconds):
 def test_bad_durations_are_refused(text):
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "petsage.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_file_sets_values_env_and_flags_win(tmp_path):
+    path = write(
+        tmp_path, 'host = "127.0.0.1"\nport = 7000\ndrain_delay = "5s"\nreflection = false\n'
+    )
+    config = Config.load({"config": path, "port": 9000}, {"PETSAGE_DRAIN_DELAY": "1s"})
+    assert (config.host, config.port, config.drain_delay, config.reflection) == (
+        "127.0.0.1",
+        9000,
+        1.0,
+        False,
+    )
+
+
+def test_file_named_by_env(tmp_path):
+    path = write(tmp_path, "port = 7000\n")
+    assert Config.load({}, {"PETSAGE_CONFIG": path}).port == 7000
+
+
+def test_checks_come_from_file_env_and_flags_together(tmp_path):
+    path = write(
+        tmp_path,
+        """
+[[check]]
+name = "db"
+kind = "tcp"
+target = "db.internal:5432"
+interval = "5s"
+timeout = 2
+failure_threshold = 2
+required = false
+
+[[check]]
+name = "peer"
+kind = "grpc"
+target = "dns:///peer:50051"
+service = "petsage.v1.SmokeService"
+""",
+    )
+    flag = CheckSpec(name="drain", kind="file", target="/tmp/drain")
+    env = {
+        "PETSAGE_CHECK": "name=cache,kind=tcp,target=localhost:6379;name=x,kind=http,target=http://x/"
+    }
+    config = Config.load({"config": path, "checks": [flag]}, env)
+    assert [c.name for c in config.checks] == ["db", "peer", "cache", "x", "drain"]
+    db = config.checks[0]
+    assert (db.interval, db.timeout, db.failure_threshold, db.required) == (5.0, 2.0, 2, False)
+    assert config.checks[1].service == "petsage.v1.SmokeService"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("port = \n", "invalid TOML"),
+        ("prot = 1\n", "prot: unknown key"),
+        ("port = 99999\n", "port: invalid port"),
+        ("port = [1]\n", "port: must be a single value"),
+        (
+            '[[check]]\nname = "a"\nkind = "smtp"\ntarget = "x"\n',
+            "[[check]] #1 'a': kind: unknown kind 'smtp'",
+        ),
+        ('[[check]]\nname = "a"\nkind = "tcp"\n', "[[check]] #1 'a': target: is missing"),
+        ('[[check]]\nname = "a"\nkind = "tcp"\ntarget = "nohost"\n', "target: must be host:port"),
+        ('[[check]]\nname = "a"\nkind = "http"\ntarget = "x:1"\n', "target: must be an http"),
+        (
+            '[[check]]\nname = "a"\nkind = "tcp"\ntarget = "h:1"\ninterval = "soon"\n',
+            "interval: invalid duration",
+        ),
+        (
+            '[[check]]\nname = "a"\nkind = "tcp"\ntarget = "h:1"\nfailure_threshold = 0\n',
+            "failure_threshold: must be",
+        ),
+        (
+            '[[check]]\nname = "a"\nkind = "tcp"\ntarget = "h:1"\nrequired = "maybe"\n',
+            "required: invalid boolean",
+        ),
+        (
+            '[[check]]\nname = "a"\nkind = "tcp"\ntarget = "h:1"\ncolour = 1\n',
+            "colour: unknown key",
+        ),
+        (
+            '[[check]]\nname = "a"\nkind = "tcp"\ntarget = "h:1"\nservice = "s"\n',
+            "service: is only for grpc",
+        ),
+        (
+            '[[check]]\nname = "a"\nkind = "python"\ntarget = "nocolon"\n',
+            "target: must be module:function",
+        ),
+        ("check = 1\n", "check: must be [[check]] tables"),
+    ],
+)
+def test_bad_file_names_the_file_key_and_problem(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        Config.load({"config": path}, {})
+    assert str(error.value).startswith(path + ": ")
+    assert message in str(error.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        Config.load({"config": str(tmp_path / "absent.toml")}, {})
+
+
+def test_two_checks_with_one_name_are_refused():
+    env = {"PETSAGE_CHECK": "name=a,kind=tcp,target=h:1;name=a,kind=tcp,target=h:2"}
+    with pytest.raises(ConfigError, match="more than one check is named 'a'"):
+        Config.load({}, env)
+
+
+def test_check_flag_syntax():
+    spec = parse_check_flag(
+        "name=db, kind=tcp, target=localhost:5432, failure-threshold=5, required=no"
+    )
+    assert (spec.name, spec.kind, spec.target, spec.failure_threshold, spec.required) == (
+        "db",
+        "tcp",
+        "localhost:5432",
+        5,
+        False,
+    )
+
+
+@pytest.mark.parametrize("text", ["db", "name=db", "name=db,kind=tcp,target=h:1,oops"])
+def test_bad_check_flag_is_refused(text):
+    with pytest.raises(ValueError, match="invalid check"):
+        parse_check_flag(text)

@@ -13,7 +13,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from petsage_grpc.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, UNKNOWN
-from tests.helpers import WAIT, ThreadedServer, check, statuses_until, wait_until, watch
+from tests.helpers import (
+    WAIT,
+    ThreadedServer,
+    check,
+    make_config,
+    statuses_until,
+    wait_until,
+    watch,
+)
 
 
 def test_check_whole_server_is_serving(channel):
@@ -179,3 +187,53 @@ def test_watch_streams_end_ok_when_the_server_stops():
         running.run(running.server.shutdown())
         assert [r.status for r in stream] == [NOT_SERVING]
         assert stream.code() == grpc.StatusCode.OK
+
+
+def limited(**limits) -> ThreadedServer:
+    return ThreadedServer(make_config(**limits))
+
+
+def test_watch_streams_past_the_limit_fail_resource_exhausted():
+    with limited(max_watch_streams=2) as server, grpc.insecure_channel(server.address) as chan:
+        open_streams = [watch(chan, "") for _ in range(2)]
+        for stream in open_streams:
+            assert next(stream).status == SERVING
+        refused = watch(chan, "")
+        with pytest.raises(grpc.RpcError) as error:
+            next(refused)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert check(chan, "") == SERVING
+        open_streams[0].cancel()
+        wait_until(lambda: server.state.watcher_count == 1, what="the cancelled stream to close")
+        again = watch(chan, "")
+        assert next(again).status == SERVING
+
+
+def test_watching_too_many_unknown_names_fails_but_known_names_still_work():
+    with limited(max_unknown_services=2) as server, grpc.insecure_channel(server.address) as chan:
+        unknown = [watch(chan, f"random.Name{i}") for i in range(2)]
+        for stream in unknown:
+            assert next(stream).status == SERVICE_UNKNOWN
+        another_on_same_name = watch(chan, "random.Name0")
+        assert next(another_on_same_name).status == SERVICE_UNKNOWN
+        with pytest.raises(grpc.RpcError) as error:
+            next(watch(chan, "random.Name2"))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        known = watch(chan, "readiness")
+        assert next(known).status == SERVING
+
+
+def test_service_name_past_200_bytes_is_invalid_argument(channel):
+    long_name = "s" * 201
+    with pytest.raises(grpc.RpcError) as error:
+        check(channel, long_name)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as error:
+        next(watch(channel, long_name))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_service_name_of_200_bytes_is_looked_up(channel):
+    with pytest.raises(grpc.RpcError) as error:
+        check(channel, "é" * 100)  # 200 bytes in UTF-8
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND

@@ -65,13 +65,17 @@ def _tcp_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
 
 def _grpc_probe(spec: CheckSpec) -> Probe:
     assert isinstance(spec.target, str)
-    channel = grpc.aio.insecure_channel(spec.target)
-    stub = health_pb2_grpc.HealthStub(channel)
+    target = spec.target
     request = health_pb2.HealthCheckRequest(service=spec.service)
+    channels: list[grpc.aio.Channel] = []  # made on first use: a channel belongs to its loop
 
     async def run() -> None:
+        if not channels:
+            channels.append(grpc.aio.insecure_channel(target))
         try:
-            response = await stub.Check(request, timeout=spec.timeout)
+            response = await health_pb2_grpc.HealthStub(channels[0]).Check(
+                request, timeout=spec.timeout
+            )
         except grpc.aio.AioRpcError as exc:
             raise ProbeFailed(f"{exc.code().name}: {exc.details()}") from None
         if response.status != health_pb2.HealthCheckResponse.SERVING:
@@ -79,7 +83,8 @@ def _grpc_probe(spec: CheckSpec) -> Probe:
             raise ProbeFailed(f"{spec.service or 'the server'} is {name}")
 
     async def close() -> None:
-        await channel.close()
+        for channel in channels:
+            await channel.close()
 
     return Probe(run, close)
 

@@ -15,6 +15,9 @@ from petsage_grpc.checks.spec import CheckSpec
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT = 1.0
+"""How long `stop()` waits for cancelled runs to end, in seconds."""
+
 
 def describe(error: BaseException) -> str:
     """One line saying why a probe failed."""
@@ -45,7 +48,7 @@ class CheckRunner:
         self._successes = 0
         self._failures = 0
         self._run: asyncio.Future[None] | None = None
-        self._abandoned: asyncio.Future[None] | None = None
+        self._probing: asyncio.Future[None] | None = None  # the probe's own task
         self._loop_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -54,9 +57,11 @@ class CheckRunner:
 
     async def stop(self) -> None:
         """Stop the loop and any run in flight, and release the probe's resources."""
-        for task in (self._loop_task, self._run, self._abandoned):
-            if task is not None:
-                task.cancel()
+        tasks = [t for t in (self._loop_task, self._run, self._probing) if t and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:  # a probe that ignores cancellation is not waited for long
+            await asyncio.wait(tasks, timeout=STOP_WAIT)
         await self._probe.close()
 
     def run_now(self) -> asyncio.Future[None]:
@@ -85,17 +90,16 @@ class CheckRunner:
             await asyncio.sleep(self.spec.interval)
 
     async def _run_once(self) -> None:
-        if self._abandoned is not None and not self._abandoned.done():
+        if self._probing is not None and not self._probing.done():
             self._record("the previous run is still going, past its timeout", 0.0)
             return
         started = time.monotonic()
-        probe = asyncio.ensure_future(self._probe.run())
+        self._probing = probe = asyncio.ensure_future(self._probe.run())
         done, _ = await asyncio.wait((probe,), timeout=self.spec.timeout)
         latency = time.monotonic() - started
         if not done:
             # Cancel it, but do not wait: a probe that ignores cancellation must not stall us.
             probe.cancel()
-            self._abandoned = probe
             probe.add_done_callback(_consume)
             self._record(f"timed out after {self.spec.timeout:g}s", latency)
         elif (error := probe.exception()) is not None:

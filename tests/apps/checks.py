@@ -1,0 +1,31 @@
+"""Python checks for the tests, named as `tests.apps.checks:NAME` in check specs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+async def hang() -> None:
+    """Never returns: a dependency that hangs."""
+    await asyncio.Event().wait()
+
+
+async def ok() -> None:
+    """Always passes."""
+
+
+async def refuse() -> bool:
+    """Always fails, by returning False."""
+    return False
+
+
+def not_async() -> None:
+    """Not a coroutine function: refused at start-up."""
+
+
+async def stubborn() -> None:
+    """Ignores the first cancellation (a check that does not honour its timeout)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+    await asyncio.Event().wait()
