@@ -1,8 +1,10 @@
 """The `petsage-grpc` command line: parse arguments, set up logging, run a command.
 
-Exit codes: 0 success; 1 run-time failure (such as a port already in use, or a stop forced by a
-second signal); 2 usage error (a bad flag or `PETSAGE_*` value). Errors are one line on stderr.
-grpc is imported only once the arguments are known good, after its own logging is set quiet.
+`serve` exit codes: 0 success; 1 run-time failure (such as a port already in use, or a stop forced
+by a second signal); 2 usage error (a bad flag or `PETSAGE_*` value). Errors are one line on
+stderr. grpc is imported only once the arguments are known good, after its own logging is set
+quiet. The client commands (`probe`, `watch`, `list`, `smoke`) go straight to
+`petsage_grpc.probe`, with grpc_health_probe's flags and exit codes, importing nothing else.
 """
 
 from __future__ import annotations
@@ -81,12 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
                 help=help_text,
             )
     serve.set_defaults(run=_serve)
+    for name, summary in CLIENT_COMMANDS.items():
+        commands.add_parser(name, help=f"{summary} (see {PROG} {name} -h)", add_help=False)
     return parser
 
 
+CLIENT_COMMANDS = {
+    "probe": "check a service's health; a drop-in for grpc_health_probe",
+    "watch": "stream a service's status changes",
+    "list": "list every service and its status",
+    "smoke": "run SmokeTest; exit 0 only when OK (for deployment pipelines)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments and arguments[0] in CLIENT_COMMANDS:
+        verbose = {"-v", "--v", "-v=true", "--v=true"} & set(arguments)
+        _quiet_grpc(verbose="ERROR" if verbose else "")
+        from petsage_grpc.probe import main as client_main
+
+        return client_main(arguments[0], arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -101,9 +120,29 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _quiet_grpc(verbose: str) -> None:
+    """Keep grpc's C-core log lines out of our output, unless `verbose` names the level to show
+    (or GRPC_VERBOSITY is set).
+
+    The C core writes some errors (TLS handshake failures, for one) straight to file descriptor 2
+    whatever GRPC_VERBOSITY says, so that descriptor goes to /dev/null and Python's own stderr
+    (our messages and logs) moves to a copy of it.
+    """
+    if "GRPC_VERBOSITY" in os.environ:
+        return
+    os.environ["GRPC_VERBOSITY"] = verbose or "NONE"
+    if verbose:
+        return
+    sys.stderr.flush()
+    ours = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(ours, "w", buffering=1, encoding=sys.stderr.encoding, errors="replace")
+
+
 def _setup_logging(level: str) -> None:
-    # grpc's C core logs to stderr on its own; keep it quiet unless asked for debug output.
-    os.environ.setdefault("GRPC_VERBOSITY", "INFO" if level == "debug" else "NONE")
+    _quiet_grpc(verbose="INFO" if level == "debug" else "")
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
