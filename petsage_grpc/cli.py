@@ -10,15 +10,14 @@ quiet. The client commands (`probe`, `watch`, `list`, `smoke`) go straight to
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from petsage_grpc import __version__
-from petsage_grpc.config import CONFIG_ENV, OPTIONS, Config, ConfigError
+
+# Everything else is imported where it is used, so that an exec probe loads only what it needs.
 
 PROG = "petsage-grpc"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -42,6 +41,8 @@ def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from petsage_grpc.config import CONFIG_ENV, OPTIONS, Config
+
     parser = _Parser(prog=PROG, description="PetSage gRPC health and smoke-test service.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -142,6 +143,8 @@ def _quiet_grpc(verbose: str) -> None:
 
 
 def _setup_logging(level: str) -> None:
+    import logging
+
     _quiet_grpc(verbose="INFO" if level == "debug" else "")
     logging.basicConfig(
         level=level.upper(),
@@ -151,6 +154,10 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from petsage_grpc.config import Config, ConfigError
+
     try:
         config = Config.load(vars(args), os.environ)
     except ConfigError as exc:

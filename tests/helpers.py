@@ -105,13 +105,15 @@ def statuses_until(stream: Iterator[Any], final: int) -> list[int]:
 class CLIProcess:
     """The petsage-grpc CLI (or another script) as a subprocess, its stderr read line by line."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str] | None = None, merge_stdout: bool = False
+    ) -> None:
         command = list(args) if args and args[0] == sys.executable else [CLI, *args]
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stdout else subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
             cwd=ROOT,
@@ -121,8 +123,9 @@ class CLIProcess:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        stream = self.proc.stdout if self.proc.stderr is None else self.proc.stderr
+        assert stream is not None
+        for line in stream:
             self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 

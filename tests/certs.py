@@ -1,0 +1,93 @@
+"""Certificates made at test time: a CA, a server certificate and a client certificate."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SERVER_NAME = "server.petsage.test"
+
+
+@dataclass(frozen=True)
+class Pair:
+    cert: Path
+    key: Path
+
+    def read(self) -> tuple[bytes, bytes]:
+        """(key, certificate chain) as grpc wants them."""
+        return self.key.read_bytes(), self.cert.read_bytes()
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: Path
+    server: Pair
+    client: Pair
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def make_certs(directory: Path) -> Certs:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("PetSage test CA"))
+        .issuer_name(_name("PetSage test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def leaf(name: str, usage: x509.ObjectIdentifier, stem: str) -> Pair:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        cert_path = directory / f"{stem}.pem"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return Pair(cert_path, _write_key(key, directory / f"{stem}.key"))
+
+    return Certs(
+        ca=directory / "ca.pem",
+        server=leaf(SERVER_NAME, ExtendedKeyUsageOID.SERVER_AUTH, "server"),
+        client=leaf("client.petsage.test", ExtendedKeyUsageOID.CLIENT_AUTH, "client"),
+    )
