@@ -6,14 +6,18 @@ STAMP := $(VENV)/.installed
 PROTO_OUT ?= petsage_grpc/_gen
 PROTOS := protos/petsage/v1/smoke.proto
 
-.PHONY: install run test lint proto clean
+.PHONY: install run test lint proto generate clean
 
 install: $(STAMP)
 
+# Debian's python3 comes without venv: as root with apt-get, install python3-venv and go on.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
-	  echo "make: cannot create $(VENV): on Debian, install python3-venv (apt-get install python3-venv)" >&2; \
-	  rm -rf $(VENV); exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else false; fi; } || { rm -rf $(VENV); \
+	  echo "make: cannot create $(VENV): install python3-venv (apt-get install python3-venv)" >&2; \
+	  exit 1; }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
@@ -29,9 +33,13 @@ lint: install
 	$(BIN)/mypy
 	cd protos && ../$(BIN)/buf lint
 
-# Regenerate the stubs from protos/ (PROTO_OUT=dir writes them elsewhere, as the freshness test does).
-proto: install
-	$(BIN)/python -m grpc_tools.protoc -I protos \
+# Regenerate the stubs from protos/. `generate` does it with the set-up already there
+# (PROTO_OUT=dir writes them elsewhere, GEN_PYTHON=... picks the interpreter: the freshness test).
+GEN_PYTHON ?= $(BIN)/python
+proto: install generate
+
+generate:
+	$(GEN_PYTHON) -m grpc_tools.protoc -I protos \
 	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) $(PROTOS)
 	# protoc writes absolute imports (from petsage.v1 import ...); the stubs live inside our package.
 	sed -i 's/^from petsage\.v1 import /from . import /' $(PROTO_OUT)/petsage/v1/*_pb2_grpc.py

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -154,6 +155,12 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # A stop signal that comes before the server handles signals is kept, not fatal: the server
+    # acts on it as soon as it can (an orchestrator may stop a pod that is still starting).
+    early_signals: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _: early_signals.append(received))
+
     import asyncio
 
     from petsage_grpc.config import Config, ConfigError
@@ -174,7 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_USAGE
     try:
-        return asyncio.run(server.serve())
+        return asyncio.run(server.serve(early_signals=early_signals))
     except BindError as exc:
         _error(str(exc))
         return EXIT_FAILURE

@@ -35,13 +35,10 @@ class ConfigError(ValueError):
 
 def parse_count(text: str) -> int:
     """Parse a whole number of at least 1."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"invalid number {text!r} (a whole number of at least 1)") from None
-    if value < 1:
+    digits = text.strip()
+    if not digits.isascii() or not digits.isdigit() or int(digits) < 1:
         raise ValueError(f"invalid number {text!r} (a whole number of at least 1)")
-    return value
+    return int(digits)
 
 
 @dataclass(frozen=True)

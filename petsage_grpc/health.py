@@ -17,15 +17,13 @@ An application with its own `grpc.aio` server embeds both:
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from typing import NoReturn, TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-log = logging.getLogger(__name__)
 
 ServingStatus: TypeAlias = int
 """A value of grpc.health.v1.HealthCheckResponse.ServingStatus."""
@@ -34,11 +32,6 @@ UNKNOWN: ServingStatus = health_pb2.HealthCheckResponse.UNKNOWN
 SERVING: ServingStatus = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING: ServingStatus = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN: ServingStatus = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-
-
-def status_name(status: ServingStatus) -> str:
-    """`SERVING`, `NOT_SERVING`, ...: the name of a status as the proto spells it."""
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
 
 
 OVERALL = ""
@@ -93,8 +86,9 @@ class Watcher:
     def _wake(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is self._loop:
             self._wakeup.set()
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wakeup.set)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
+                self._loop.call_soon_threadsafe(self._wakeup.set)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -144,18 +138,14 @@ class HealthState:
     def set(self, service: str, status: ServingStatus) -> None:
         """Register `service` or change its status; every watcher of it sees the change.
 
-        While the state is shut down the call is ignored (and logged), as in grpc-go: a service
-        must not report SERVING while the server is going away.
+        While the state is shut down the call is ignored, as in grpc-go: a service must not
+        report SERVING while the server is going away.
         """
+        if status not in _RESPONSES:
+            raise ValueError(f"not a grpc.health.v1 serving status: {status!r}")
         with self._lock:
-            if self._shutdown:
-                log.debug(
-                    "ignored status %s for service %r: health is shut down",
-                    status_name(status),
-                    service,
-                )
-                return
-            self._set_locked(service, status)
+            if not self._shutdown:
+                self._set_locked(service, status)
 
     def shutdown(self) -> None:
         """Set every service NOT_SERVING and ignore `set()` until `resume()`."""
@@ -165,9 +155,10 @@ class HealthState:
                 self._set_locked(service, NOT_SERVING)
 
     def resume(self) -> None:
-        """Set every service SERVING and accept `set()` again."""
+        """Set every service SERVING and accept `set()` and new Watch streams again."""
         with self._lock:
             self._shutdown = False
+            self._ended = False
             for service in self._statuses:
                 self._set_locked(service, SERVING)
 
@@ -228,15 +219,7 @@ class HealthState:
             )
 
     def _set_locked(self, service: str, status: ServingStatus) -> None:
-        old = self._statuses.get(service)
         self._statuses[service] = status
-        if old != status:
-            log.debug(
-                "service %r is %s (was %s)",
-                service,
-                status_name(status),
-                "unregistered" if old is None else status_name(old),
-            )
         watchers = self._watchers.get(service)
         if watchers:
             loop = _running_loop()

@@ -85,6 +85,8 @@ class HealthMonitor:
     def start(self) -> None:
         """Register every service, set liveness SERVING, and start the checks. Call on the loop."""
         self._started = True
+        if self.state.is_shutdown:  # a state that served before: accept statuses again
+            self.state.resume()
         self.state.set(LIVENESS, SERVING)
         if any(runner.spec.required for runner in self._runners):
             # Not ready until the required checks prove otherwise; their first results follow.

@@ -69,6 +69,9 @@ class Server:
         self.port: int | None = None
         self._services = tuple(services)
         self.monitor = HealthMonitor(self.state, config.checks, self.service_names)
+        self._health = HealthServicer(
+            self.state, max_service_name_bytes=config.max_service_name_bytes
+        )
         self._server: grpc.aio.Server | None = None
         self._stop_requested = asyncio.Event()
         self._force_requested = asyncio.Event()
@@ -82,10 +85,7 @@ class Server:
         """Bind the address, start the checks and serving; liveness is SERVING at once, and
         readiness once the required checks pass."""
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        health_pb2_grpc.add_HealthServicer_to_server(
-            HealthServicer(self.state, max_service_name_bytes=self.config.max_service_name_bytes),
-            server,
-        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
             SmokeServicer(self.monitor, started=time.monotonic()), server
         )
@@ -113,11 +113,16 @@ class Server:
         if force:
             self._force_requested.set()
 
-    async def serve(self, *, handle_signals: bool = True) -> int:
+    async def serve(self, *, handle_signals: bool = True, early_signals: Sequence[int] = ()) -> int:
         """Start, serve until a stop is requested, shut down. Returns the process exit code:
-        0 after a graceful stop, 1 when a forced stop may have cut RPCs short."""
+        0 after a graceful stop, 1 when a forced stop may have cut RPCs short.
+
+        `early_signals` are stop signals received before this was called; they count as if
+        received now."""
         if handle_signals:
             self._install_signal_handlers()
+            for signum in tuple(early_signals):
+                self._on_signal(signum)
         await self.start()
         await self._stop_requested.wait()
         return 0 if await self.shutdown() else 1

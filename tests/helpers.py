@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import h2.config
+import h2.connection
+import h2.settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from petsage_grpc.config import Config
@@ -181,3 +185,30 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         cwd=ROOT,
         check=False,
     )
+
+
+def open_never_reading_watch(port: int, service: str) -> socket.socket:
+    """A raw HTTP/2 client that opens Watch but grants the server no flow-control window, so the
+    server can never send it a single message."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.local_settings = h2.settings.Settings(
+        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
+    )
+    conn.initiate_connection()
+    stream_id = conn.get_next_available_stream_id()
+    conn.send_headers(
+        stream_id,
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/grpc.health.v1.Health/Watch"),
+            (":authority", f"127.0.0.1:{port}"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ],
+    )
+    body = health_pb2.HealthCheckRequest(service=service).SerializeToString()
+    conn.send_data(stream_id, b"\x00" + len(body).to_bytes(4, "big") + body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sock

@@ -182,3 +182,9 @@ def test_check_flag_syntax():
 def test_bad_check_flag_is_refused(text):
     with pytest.raises(ValueError, match="invalid check"):
         parse_check_flag(text)
+
+
+@pytest.mark.parametrize("text", ["5_0051", "+80", " 8O", "٨٠", "1e3"])
+def test_port_is_plain_digits(text):
+    with pytest.raises(ConfigError, match="invalid port"):
+        Config.load({}, {"PETSAGE_PORT": text})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.helpers import ROOT
@@ -13,7 +14,7 @@ GENERATED = ROOT / "petsage_grpc" / "_gen"
 
 def test_generated_stubs_match_the_proto(tmp_path: Path):
     subprocess.run(
-        ["make", "--no-print-directory", "-s", "proto", f"PROTO_OUT={tmp_path}"],
+        ["make", "-s", "generate", f"PROTO_OUT={tmp_path}", f"GEN_PYTHON={sys.executable}"],
         cwd=ROOT,
         check=True,
         timeout=120,

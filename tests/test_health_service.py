@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import grpc
-import h2.config
-import h2.connection
-import h2.settings
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from petsage_grpc.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, UNKNOWN
+from petsage_grpc.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, UNKNOWN, HealthState
 from tests.helpers import (
     WAIT,
     ThreadedServer,
     check,
     make_config,
+    open_never_reading_watch,
     statuses_until,
     wait_until,
     watch,
@@ -60,10 +57,16 @@ def test_watch_sends_each_change(server, channel):
     stream.cancel()
 
 
+async def _set_and_let_watchers_run(state, service: str, status: int) -> None:
+    state.set(service, status)
+    for _ in range(20):  # every woken Watch handler gets its turn to write
+        await asyncio.sleep(0)
+
+
 def test_watch_skips_a_set_that_changes_nothing(server, channel):
     stream = watch(channel, "")
     assert next(stream).status == SERVING
-    server.state.set("", SERVING)
+    server.run(_set_and_let_watchers_run(server.state, "", SERVING))
     server.state.set("", NOT_SERVING)
     assert next(stream).status == NOT_SERVING
     stream.cancel()
@@ -109,35 +112,8 @@ def test_list_answers_with_exactly_100_services(server, channel):
     assert len(response.statuses) == 100
 
 
-def _open_never_reading_watch(port: int, service: str) -> socket.socket:
-    """A raw HTTP/2 client that opens Watch but grants the server no flow-control window, so the
-    server can never send it a single message."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.local_settings = h2.settings.Settings(
-        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
-    )
-    conn.initiate_connection()
-    stream_id = conn.get_next_available_stream_id()
-    conn.send_headers(
-        stream_id,
-        [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", "/grpc.health.v1.Health/Watch"),
-            (":authority", f"127.0.0.1:{port}"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ],
-    )
-    body = health_pb2.HealthCheckRequest(service=service).SerializeToString()
-    conn.send_data(stream_id, b"\x00" + len(body).to_bytes(4, "big") + body, end_stream=True)
-    sock.sendall(conn.data_to_send())
-    return sock
-
-
 def test_never_reading_watcher_stalls_neither_status_changes_nor_other_clients(server, channel):
-    stuck = _open_never_reading_watch(server.server.port, "flappy")
+    stuck = open_never_reading_watch(server.server.port, "flappy")
     try:
         wait_until(lambda: server.state.watcher_count == 1, what="the stuck Watch to open")
         normal = [watch(channel, "flappy") for _ in range(3)]
@@ -157,7 +133,7 @@ def test_never_reading_watcher_stalls_neither_status_changes_nor_other_clients(s
 
 
 def test_thousand_watch_streams_opened_and_cancelled_at_once_leave_server_answering(server):
-    async def burst() -> None:
+    async def burst(read_first: bool) -> None:
         channels = [grpc.aio.insecure_channel(server.address) for _ in range(10)]
         try:
             calls = [
@@ -166,18 +142,32 @@ def test_thousand_watch_streams_opened_and_cancelled_at_once_leave_server_answer
                 )
                 for i in range(1000)
             ]
-            firsts = await asyncio.gather(*(call.read() for call in calls))
-            assert {first.status for first in firsts} == {SERVING}
+            if read_first:
+                firsts = await asyncio.gather(*(call.read() for call in calls))
+                assert {first.status for first in firsts} == {SERVING}
             for call in calls:
                 call.cancel()
         finally:
             for chan in channels:
                 await chan.close()
 
-    asyncio.run(burst())
-    wait_until(lambda: server.state.watcher_count == 0, what="every Watch to close")
-    with grpc.insecure_channel(server.address) as chan:
-        assert check(chan, "") == SERVING
+    for read_first in (False, True):  # cancelled while opening, and once streaming
+        asyncio.run(burst(read_first))
+        wait_until(lambda: server.state.watcher_count == 0, what="every Watch to close")
+        with grpc.insecure_channel(server.address) as chan:
+            assert check(chan, "") == SERVING
+
+
+def test_a_state_that_served_before_serves_watch_again():
+    state = HealthState()
+    with ThreadedServer(state=state):
+        pass
+    with ThreadedServer(state=state) as second, grpc.insecure_channel(second.address) as chan:
+        stream = watch(chan, "")
+        assert next(stream).status == SERVING
+        second.state.set("", NOT_SERVING)
+        assert next(stream).status == NOT_SERVING
+        stream.cancel()
 
 
 def test_watch_streams_end_ok_when_the_server_stops():

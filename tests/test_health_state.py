@@ -95,3 +95,10 @@ def test_unwatch_forgets_the_watcher():
         return state.watcher_count
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_set_refuses_a_value_that_is_no_serving_status():
+    import pytest
+
+    with pytest.raises(ValueError, match="serving status"):
+        HealthState().set("a", 7)

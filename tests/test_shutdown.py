@@ -72,7 +72,7 @@ def test_rpc_in_flight_completes_within_the_grace_period(processes):
     process, port = start_slow(processes, grace=30)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
-        future = sleep.future(b"1.5", timeout=WAIT * 2)
+        future = sleep.future(b"5", timeout=WAIT * 2)
         process.wait_for_line("sleep started")
         process.send(signal.SIGTERM)
         process.wait_for_line("stopping: new RPCs refused")
@@ -106,3 +106,14 @@ def test_watch_opened_during_the_drain_gets_not_serving_then_ends_ok(processes):
         assert [r.status for r in stream] == [NOT_SERVING]
         assert stream.code() == grpc.StatusCode.OK
     assert process.wait() == 0
+
+
+def test_stop_signal_during_start_up_is_acted_on_once_serving(processes):
+    check = "name=slow,kind=python,target=tests.apps.slow_import:check"
+    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0", "--check", check])
+    processes.append(process)
+    process.wait_for_line("importing a slow module")  # before the server handles signals
+    process.send(signal.SIGTERM)
+    assert process.wait() == 0
+    assert any("received SIGTERM" in line for line in process.lines)
+    assert any(line.endswith("stopped") for line in process.lines)
