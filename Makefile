@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_OUT ?= petsage_grpc/_gen
 PROTOS := protos/petsage/v1/smoke.proto
 
-.PHONY: install run test lint proto generate clean
+.PHONY: install run test lint proto generate bench clean
 
 install: $(STAMP)
 
@@ -28,8 +28,8 @@ test: lint
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check petsage_grpc tests examples
-	$(BIN)/ruff format --check petsage_grpc tests examples
+	$(BIN)/ruff check petsage_grpc tests examples bench
+	$(BIN)/ruff format --check petsage_grpc tests examples bench
 	$(BIN)/mypy
 	cd protos && ../$(BIN)/buf lint
 
@@ -44,6 +44,11 @@ generate:
 	# protoc writes absolute imports (from petsage.v1 import ...); the stubs live inside our package.
 	sed -i 's/^from petsage\.v1 import /from . import /' $(PROTO_OUT)/petsage/v1/*_pb2_grpc.py
 	touch $(PROTO_OUT)/__init__.py $(PROTO_OUT)/petsage/__init__.py $(PROTO_OUT)/petsage/v1/__init__.py
+
+# Benchmarks: never part of make test.
+bench: install
+	@mkdir -p bench/results
+	$(BIN)/python bench/probe.py | tee bench/results/latest.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -293,7 +293,10 @@ def _no_verify_roots(addr: str, timeout: float) -> tuple[bytes, str]:
 
 
 def open_channel(args: argparse.Namespace) -> grpc.Channel:
-    """A channel to `-addr` as the flags say; waits until connected (exit 2 on failure)."""
+    """A channel to `-addr` as the flags say; waits until connected (exit 2 on failure).
+
+    Nobody closes it: a client command ends the process when done, which is far cheaper.
+    """
     options: list[tuple[str, Any]] = [("grpc.primary_user_agent", args.user_agent)]
     if args.tls:
         roots = _read(args.tls_ca_cert, "CA certificates") if args.tls_ca_cert else None
@@ -313,7 +316,6 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
     try:
         grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
     except grpc.FutureTimeoutError:
-        channel.close()
         raise Exit(
             EXIT_CONNECT,
             f"timeout: failed to connect service {_go_quote(args.addr)} within "
@@ -383,16 +385,16 @@ def _status_name(status: int) -> str:
 
 
 def probe(args: argparse.Namespace) -> int:
-    with open_channel(args) as channel:
-        started = time.monotonic()
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service),
-                **_call_kwargs(args, args.rpc_timeout),
-            )
-        except grpc.RpcError as error:
-            raise _rpc_failure(error, args) from None
-        took = time.monotonic() - started
+    channel = open_channel(args)
+    started = time.monotonic()
+    try:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=args.service),
+            **_call_kwargs(args, args.rpc_timeout),
+        )
+    except grpc.RpcError as error:
+        raise _rpc_failure(error, args) from None
+    took = time.monotonic() - started
     status = _status_name(response.status)
     if response.status != health_pb2.HealthCheckResponse.SERVING:
         raise Exit(EXIT_UNHEALTHY, f"service unhealthy (responded with {_go_quote(status)})")
@@ -408,44 +410,44 @@ def probe(args: argparse.Namespace) -> int:
 def watch(args: argparse.Namespace) -> int:
     """Print each status as it comes; the exit code follows the last one (0 SERVING, else 4)."""
     last: int | None = None
-    with open_channel(args) as channel:
-        call = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service=args.service), **_call_kwargs(args, None)
-        )
-        first_late = threading.Timer(args.rpc_timeout, call.cancel)
-        first_late.start()
-        try:
-            for response in call:
-                first_late.cancel()
-                last = response.status
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-                print(f"{stamp}Z status: {_status_name(last)}", flush=True)
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.CANCELLED and last is None:
-                raise Exit(
-                    EXIT_RPC,
-                    "timeout: health rpc did not complete within "
-                    f"{format_go_duration(args.rpc_timeout)}",
-                ) from None
-            if error.code() != grpc.StatusCode.CANCELLED:
-                raise _rpc_failure(error, args) from None
-        except KeyboardInterrupt:
-            call.cancel()
-        finally:
+    channel = open_channel(args)
+    call = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=args.service), **_call_kwargs(args, None)
+    )
+    first_late = threading.Timer(args.rpc_timeout, call.cancel)
+    first_late.start()
+    try:
+        for response in call:
             first_late.cancel()
+            last = response.status
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            print(f"{stamp}Z status: {_status_name(last)}", flush=True)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.CANCELLED and last is None:
+            raise Exit(
+                EXIT_RPC,
+                "timeout: health rpc did not complete within "
+                f"{format_go_duration(args.rpc_timeout)}",
+            ) from None
+        if error.code() != grpc.StatusCode.CANCELLED:
+            raise _rpc_failure(error, args) from None
+    except KeyboardInterrupt:
+        call.cancel()
+    finally:
+        first_late.cancel()
     if last is None:
         raise Exit(EXIT_RPC, "error: the Watch stream ended before any status")
     return EXIT_OK if last == health_pb2.HealthCheckResponse.SERVING else EXIT_UNHEALTHY
 
 
 def list_services(args: argparse.Namespace) -> int:
-    with open_channel(args) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).List(
-                health_pb2.HealthListRequest(), **_call_kwargs(args, args.rpc_timeout)
-            )
-        except grpc.RpcError as error:
-            raise _rpc_failure(error, args, "list") from None
+    channel = open_channel(args)
+    try:
+        response = health_pb2_grpc.HealthStub(channel).List(
+            health_pb2.HealthListRequest(), **_call_kwargs(args, args.rpc_timeout)
+        )
+    except grpc.RpcError as error:
+        raise _rpc_failure(error, args, "list") from None
     rows = sorted((name or '""', _status_name(r.status)) for name, r in response.statuses.items())
     _print_table([("SERVICE", "STATUS"), *rows])
     return EXIT_OK
@@ -454,14 +456,14 @@ def list_services(args: argparse.Namespace) -> int:
 def smoke(args: argparse.Namespace) -> int:
     from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 
-    with open_channel(args) as channel:
-        try:
-            response = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
-                smoke_pb2.SmokeTestRequest(run_checks=args.deep),
-                **_call_kwargs(args, args.rpc_timeout),
-            )
-        except grpc.RpcError as error:
-            raise _rpc_failure(error, args, "smoke") from None
+    channel = open_channel(args)
+    try:
+        response = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
+            smoke_pb2.SmokeTestRequest(run_checks=args.deep),
+            **_call_kwargs(args, args.rpc_timeout),
+        )
+    except grpc.RpcError as error:
+        raise _rpc_failure(error, args, "smoke") from None
     if args.json:
         from google.protobuf import json_format
 
