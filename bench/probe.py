@@ -51,7 +51,7 @@ def main() -> None:
         port = None
         while port is None and time.monotonic() < deadline:
             line = server.stderr.readline()
-            if match := re.search(r"serving on \S+:(\d+)$", line):
+            if match := re.search(r"serving on \S+:(\d+) ", line):
                 port = match.group(1)
         if port is None:
             raise SystemExit("the server did not start")

@@ -185,6 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from petsage_grpc.monitor import CheckSetupError
     from petsage_grpc.server import BindError, Server
+    from petsage_grpc.tls import TLSError
 
     try:
         server = Server(config)
@@ -193,6 +194,6 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(server.serve(early_signals=early_signals))
-    except BindError as exc:
+    except (BindError, TLSError) as exc:
         _error(str(exc))
         return EXIT_FAILURE

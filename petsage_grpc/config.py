@@ -55,6 +55,30 @@ class Config:
     max_watch_streams: int = 20_000
     max_unknown_services: int = 100
     max_service_name_bytes: int = 200
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tls_reload_interval: float = 10.0
+    health_port: int | None = None
+    health_host: str = ""
+    max_receive_message_bytes: int = 64 * 1024
+    max_concurrent_streams: int = 1000
+    keepalive_min_ping_interval: float = 10.0
+    max_connection_age: float = 30 * 60.0
+    max_connection_age_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.tls_reload_interval <= 0:
+            raise ConfigError("--tls-reload-interval must be more than zero")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the main port speaks TLS."""
+        return bool(self.tls_cert)
 
     @property
     def address(self) -> str:
@@ -78,11 +102,12 @@ class Config:
                 values[option.field] = flags[option.field]
             elif option.env in environ:
                 values[option.field] = _parse(option, environ[option.env], option.env)
+        values["checks"] = tuple(checks)
         names = [check.name for check in checks]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ConfigError(f"checks: more than one check is named {duplicates[0]!r}")
-        return cls(**values, checks=tuple(checks))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -116,6 +141,22 @@ def _show_bool(value: bool) -> str:
 
 def _show_checks(checks: Sequence[CheckSpec]) -> str:
     return "none"
+
+
+def parse_path(text: str) -> str:
+    """Parse a file path (it is read later, where a missing file is a run-time failure)."""
+    if not text.strip():
+        raise ValueError("invalid path '' (empty)")
+    return text
+
+
+def parse_optional_port(text: str) -> int | None:
+    """Parse a port, or `off` (or nothing) for none."""
+    return None if text.strip().lower() in ("", "off") else parse_port(text)
+
+
+def _show_optional(value: object) -> str:
+    return "off" if value in (None, "") else str(value)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -164,6 +205,77 @@ OPTIONS: tuple[Option, ...] = (
         parse_count,
         "longest service name Check and Watch accept; longer is INVALID_ARGUMENT",
         "N",
+    ),
+    Option(
+        "tls_cert",
+        parse_path,
+        "serve TLS with this certificate chain (PEM)",
+        "FILE",
+        show=_show_optional,
+    ),
+    Option(
+        "tls_key", parse_path, "the private key of --tls-cert (PEM)", "FILE", show=_show_optional
+    ),
+    Option(
+        "tls_client_ca",
+        parse_path,
+        "require client certificates signed by these CAs (mTLS)",
+        "FILE",
+        show=_show_optional,
+    ),
+    Option(
+        "tls_reload_interval",
+        parse_duration,
+        "how often the TLS files are looked at; changed files are served without a restart",
+        "DURATION",
+        show=_show_duration,
+    ),
+    Option(
+        "health_port",
+        parse_optional_port,
+        "an extra plaintext port serving only grpc.health.v1 (for kubelet probes)",
+        "PORT",
+        show=_show_optional,
+    ),
+    Option(
+        "health_host",
+        parse_host,
+        "address to listen on for --health-port (default: --host)",
+        "HOST",
+        show=_show_optional,
+    ),
+    Option(
+        "max_receive_message_bytes",
+        parse_count,
+        "largest request message; larger is RESOURCE_EXHAUSTED",
+        "N",
+    ),
+    Option(
+        "max_concurrent_streams",
+        parse_count,
+        "RPCs open at once on one connection; more wait for a free slot",
+        "N",
+    ),
+    Option(
+        "keepalive_min_ping_interval",
+        parse_duration,
+        "clients that ping more often than this are sent GOAWAY (too_many_pings)",
+        "DURATION",
+        show=_show_duration,
+    ),
+    Option(
+        "max_connection_age",
+        parse_duration,
+        "connections older than this are asked to reconnect (GOAWAY); 0 for never",
+        "DURATION",
+        show=_show_duration,
+    ),
+    Option(
+        "max_connection_age_grace",
+        parse_duration,
+        "after --max-connection-age, how long RPCs on the old connection may go on",
+        "DURATION",
+        show=_show_duration,
     ),
 )
 

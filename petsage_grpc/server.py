@@ -4,7 +4,8 @@ Shutdown, on SIGTERM or SIGINT (or `request_stop()`):
 1. every service, liveness too, goes NOT_SERVING at once; open Watch streams receive it, and the
    dependency checks stop;
 2. the drain delay passes while RPCs are still answered, so load balancers notice;
-3. open Watch streams end with OK, new RPCs are refused, and in-flight RPCs get the grace period;
+3. open Watch streams end with OK, new RPCs are refused, and in-flight RPCs get the grace period
+   (on the main port and the health-only port alike);
 4. the server stops. A second signal at any point skips what is left and stops at once.
 """
 
@@ -29,16 +30,39 @@ from petsage_grpc.health import HealthServicer, HealthState
 from petsage_grpc.monitor import HealthMonitor
 from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
 from petsage_grpc.smoke import SmokeServicer
+from petsage_grpc.tls import ServerTLS
 from petsage_grpc.values import format_address
 
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
-GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
-    # Refuse a port another process already listens on, rather than silently sharing it.
-    ("grpc.so_reuseport", 0),
-)
+
+def grpc_options(config: Config) -> list[tuple[str, int]]:
+    """The grpc server settings that the limits of `config` stand for."""
+    options = [
+        # Refuse an address another process already listens on, rather than silently sharing it.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+        # A client that pings more often than this gets strikes, then GOAWAY (too_many_pings).
+        (
+            "grpc.http2.min_recv_ping_interval_without_data_ms",
+            _ms(config.keepalive_min_ping_interval),
+        ),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if config.max_connection_age > 0:
+        options += [
+            ("grpc.max_connection_age_ms", _ms(config.max_connection_age)),
+            ("grpc.max_connection_age_grace_ms", _ms(config.max_connection_age_grace)),
+        ]
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return min(int(seconds * 1000), 2**31 - 1)
 
 
 class BindError(RuntimeError):
@@ -67,12 +91,14 @@ class Server:
             else state
         )
         self.port: int | None = None
+        self.health_port: int | None = None
         self._services = tuple(services)
         self.monitor = HealthMonitor(self.state, config.checks, self.service_names)
         self._health = HealthServicer(
             self.state, max_service_name_bytes=config.max_service_name_bytes
         )
-        self._server: grpc.aio.Server | None = None
+        self._servers: list[grpc.aio.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
         self._force_requested = asyncio.Event()
 
@@ -82,30 +108,54 @@ class Server:
         return (SMOKE_SERVICE_NAME, *(s.service_name() for s in self._services))
 
     async def start(self) -> None:
-        """Bind the address, start the checks and serving; liveness is SERVING at once, and
-        readiness once the required checks pass."""
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        """Bind the ports, start the checks and serving; liveness is SERVING at once, and
+        readiness once the required checks pass. Raises BindError or TLSError."""
+        config = self.config
+        options = grpc_options(config)
+        server = grpc.aio.server(options=options)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
             SmokeServicer(self.monitor, started=time.monotonic()), server
         )
         server.add_generic_rpc_handlers(self._services)
-        if self.config.reflection:
+        if config.reflection:
             reflection.enable_server_reflection(
                 (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), server
             )
-        try:
-            self.port = server.add_insecure_port(self.config.address)
-        except RuntimeError:
-            raise BindError(_explain_bind_failure(self.config.host, self.config.port)) from None
-        self.monitor.start()
-        await server.start()
-        self._server = server
-        log.info(
-            "petsage-grpc %s serving on %s",
-            __version__,
-            format_address(self.config.host, self.port),
+        tls = (
+            ServerTLS(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls else None
         )
+        self.port = _bind(server, config.host, config.port, tls)
+        servers = [server]
+        if config.health_port is not None:
+            # Only grpc.health.v1, in plaintext: for kubelet probes of a pod whose main port
+            # wants client certificates.
+            health_only = grpc.aio.server(options=options)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, health_only)
+            self.health_port = _bind(health_only, self.health_host, config.health_port, None)
+            servers.append(health_only)
+        self.monitor.start()
+        for each in servers:
+            await each.start()
+        self._servers = servers
+        if tls is not None:
+            self._tasks.append(asyncio.create_task(tls.watch(config.tls_reload_interval)))
+        security = "plaintext" if tls is None else "mTLS" if tls.mutual else "TLS"
+        log.info(
+            "petsage-grpc %s serving on %s (%s)",
+            __version__,
+            format_address(config.host, self.port),
+            security,
+        )
+        if self.health_port is not None:
+            log.info(
+                "health-only plaintext port on %s",
+                format_address(self.health_host, self.health_port),
+            )
+
+    @property
+    def health_host(self) -> str:
+        return self.config.health_host or self.config.host
 
     def request_stop(self, *, force: bool = False) -> None:
         """Begin the shutdown sequence; with `force`, stop at once. Call on the server's loop."""
@@ -129,10 +179,12 @@ class Server:
 
     async def shutdown(self) -> bool:
         """Drain and stop (see the module docstring). Returns False if the stop was forced."""
-        server, self._server = self._server, None
-        if server is None:
+        servers, self._servers = self._servers, []
+        if not servers:
             return True
         config = self.config
+        for task in self._tasks:
+            task.cancel()
         await self.monitor.close()
         if config.drain_delay > 0 and not self._force_requested.is_set():
             log.info("draining: NOT_SERVING for %gs before stopping", config.drain_delay)
@@ -141,14 +193,14 @@ class Server:
         grace = 0.0 if forced else config.grace_period
         log.info("stopping: new RPCs refused, in-flight RPCs have %gs to finish", grace)
         self.state.end_watches()
-        stopping = asyncio.ensure_future(server.stop(grace))
+        stopping = asyncio.gather(*(server.stop(grace) for server in servers))
         if not forced:
             force = asyncio.ensure_future(self._force_requested.wait())
             await asyncio.wait((stopping, force), return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
             if not stopping.done():
                 log.info("stopping at once: in-flight RPCs are cancelled")
-                await server.stop(None)
+                await asyncio.gather(*(server.stop(None) for server in servers))
         await stopping
         forced = self._force_requested.is_set()
         log.info("stopped%s", " (forced)" if forced else "")
@@ -167,6 +219,16 @@ class Server:
         else:
             log.info("received %s: shutting down", name)
             self.request_stop()
+
+
+def _bind(server: grpc.aio.Server, host: str, port: int, tls: ServerTLS | None) -> int:
+    address = format_address(host, port)
+    try:
+        if tls is None:
+            return int(server.add_insecure_port(address))
+        return int(server.add_secure_port(address, tls.credentials()))
+    except RuntimeError:
+        raise BindError(_explain_bind_failure(host, port)) from None
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

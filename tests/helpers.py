@@ -155,7 +155,7 @@ class CLIProcess:
                 return match
 
     def wait_for_port(self) -> int:
-        return int(self.wait_for_line(r"serving on \S+:(\d+)$").group(1))
+        return int(self.wait_for_line(r"serving on \S+:(\d+)(?: \(|$)").group(1))
 
     def send(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)

@@ -134,7 +134,12 @@ def test_never_reading_watcher_stalls_neither_status_changes_nor_other_clients(s
 
 def test_thousand_watch_streams_opened_and_cancelled_at_once_leave_server_answering(server):
     async def burst(read_first: bool) -> None:
-        channels = [grpc.aio.insecure_channel(server.address) for _ in range(10)]
+        channels = [
+            grpc.aio.insecure_channel(
+                server.address, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for _ in range(10)
+        ]  # ten connections
         try:
             calls = [
                 health_pb2_grpc.HealthStub(channels[i % 10]).Watch(
