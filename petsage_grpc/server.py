@@ -27,6 +27,7 @@ from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
 from petsage_grpc.config import Config
 from petsage_grpc.health import HealthServicer, HealthState
+from petsage_grpc.interceptors import MalformedRequests
 from petsage_grpc.monitor import HealthMonitor
 from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
 from petsage_grpc.smoke import SmokeServicer
@@ -112,7 +113,8 @@ class Server:
         readiness once the required checks pass. Raises BindError or TLSError."""
         config = self.config
         options = grpc_options(config)
-        server = grpc.aio.server(options=options)
+        interceptors = [MalformedRequests()]
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
             SmokeServicer(self.monitor, started=time.monotonic()), server
@@ -130,7 +132,7 @@ class Server:
         if config.health_port is not None:
             # Only grpc.health.v1, in plaintext: for kubelet probes of a pod whose main port
             # wants client certificates.
-            health_only = grpc.aio.server(options=options)
+            health_only = grpc.aio.server(options=options, interceptors=interceptors)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, health_only)
             self.health_port = _bind(health_only, self.health_host, config.health_port, None)
             servers.append(health_only)

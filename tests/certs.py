@@ -30,6 +30,7 @@ class Certs:
     ca: Path
     server: Pair
     client: Pair
+    authority: Authority
 
 
 def _name(common_name: str) -> x509.Name:
@@ -47,32 +48,37 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
     return path
 
 
-def make_certs(directory: Path) -> Certs:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("PetSage test CA"))
-        .issuer_name(_name("PetSage test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+class Authority:
+    """A test CA that issues certificates into a directory."""
 
-    def leaf(name: str, usage: x509.ObjectIdentifier, stem: str) -> Pair:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.now = datetime.datetime.now(datetime.UTC)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("PetSage test CA"))
+            .issuer_name(_name("PetSage test CA"))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self.now - datetime.timedelta(hours=1))
+            .not_valid_after(self.now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.path = directory / "ca.pem"
+        self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, name: str, usage: x509.ObjectIdentifier, stem: str) -> Pair:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(name))
-            .issuer_name(ca.subject)
+            .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_before(self.now - datetime.timedelta(hours=1))
+            .not_valid_after(self.now + datetime.timedelta(days=1))
             .add_extension(
                 x509.SubjectAlternativeName(
                     [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -80,14 +86,22 @@ def make_certs(directory: Path) -> Certs:
                 critical=False,
             )
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .sign(ca_key, hashes.SHA256())
+            .sign(self.key, hashes.SHA256())
         )
-        cert_path = directory / f"{stem}.pem"
+        cert_path = self.directory / f"{stem}.pem"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return Pair(cert_path, _write_key(key, directory / f"{stem}.key"))
+        return Pair(cert_path, _write_key(key, self.directory / f"{stem}.key"))
 
+    def server(self, stem: str = "server") -> Pair:
+        return self.issue(SERVER_NAME, ExtendedKeyUsageOID.SERVER_AUTH, stem)
+
+
+def make_certs(directory: Path) -> Certs:
+    """A CA, a server certificate for SERVER_NAME and 127.0.0.1, and a client certificate."""
+    authority = Authority(directory)
     return Certs(
-        ca=directory / "ca.pem",
-        server=leaf(SERVER_NAME, ExtendedKeyUsageOID.SERVER_AUTH, "server"),
-        client=leaf("client.petsage.test", ExtendedKeyUsageOID.CLIENT_AUTH, "client"),
+        ca=authority.path,
+        server=authority.server(),
+        client=authority.issue("client.petsage.test", ExtendedKeyUsageOID.CLIENT_AUTH, "client"),
+        authority=authority,
     )

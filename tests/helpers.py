@@ -212,3 +212,51 @@ def open_never_reading_watch(port: int, service: str) -> socket.socket:
     conn.send_data(stream_id, b"\x00" + len(body).to_bytes(4, "big") + body, end_stream=True)
     sock.sendall(conn.data_to_send())
     return sock
+
+
+class RawHTTP2:
+    """A raw HTTP/2 client connection (h2), for what grpc clients never do: flooding pings,
+    never granting flow-control window, waiting for the server's GOAWAY."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=WAIT)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.flush()
+
+    def flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def ping(self, payload: bytes = b"petsage!") -> None:
+        self.conn.ping(payload)
+        self.flush()
+
+    def wait_for_goaway(self, timeout: float = WAIT) -> Any:
+        """Read until the server sends GOAWAY (returned) or closes; fail on timeout."""
+        import h2.events
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                raise AssertionError("the server closed the connection without GOAWAY")
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    return event
+            self.flush()  # acknowledge settings and pings, as a live client does
+        raise AssertionError(f"no GOAWAY within {timeout}s")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def process_footprint(pid: int) -> tuple[int, int]:
+    """(open file descriptors, resident memory in KiB) of a process, from /proc."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/status") as status:
+        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return fds, rss

@@ -1,0 +1,242 @@
+"""TLS and mTLS on the main port, certificate rotation without a restart, the health-only port."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
+from petsage_grpc.health import SERVING
+from tests.certs import SERVER_NAME, Certs, make_certs
+from tests.helpers import WAIT, CLIProcess, ThreadedServer, check, make_config, run_cli, wait_until
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    return make_certs(tmp_path)
+
+
+def tls_server(certs: Certs, mutual: bool = False, **settings) -> ThreadedServer:
+    return ThreadedServer(
+        make_config(
+            tls_cert=str(certs.server.cert),
+            tls_key=str(certs.server.key),
+            tls_client_ca=str(certs.ca) if mutual else "",
+            **settings,
+        )
+    )
+
+
+def secure_channel(address: str, certs: Certs, client: bool = False, **options) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        certs.ca.read_bytes(), *(certs.client.read() if client else (None, None))
+    )
+    return grpc.secure_channel(
+        address,
+        credentials,
+        options=[("grpc.ssl_target_name_override", SERVER_NAME), *options.items()],
+    )
+
+
+def fails_to_connect(channel: grpc.Channel) -> bool:
+    try:
+        grpc.channel_ready_future(channel).result(timeout=1)
+    except grpc.FutureTimeoutError:
+        return True
+    return False
+
+
+def served_certificate(port: int) -> bytes:
+    """The certificate the server presents to a new connection now (DER)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock,
+        context.wrap_socket(sock) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_tls_serves_a_client_that_trusts_the_ca(certs):
+    with tls_server(certs) as server, secure_channel(server.address, certs) as channel:
+        assert check(channel, "") == SERVING
+
+
+def test_tls_port_refuses_plaintext(certs):
+    with tls_server(certs) as server, grpc.insecure_channel(server.address) as channel:
+        assert fails_to_connect(channel)
+
+
+def test_mtls_accepts_a_client_certificate_signed_by_the_client_ca(certs):
+    with (
+        tls_server(certs, mutual=True) as server,
+        secure_channel(server.address, certs, client=True) as channel,
+    ):
+        assert check(channel, "") == SERVING
+
+
+def test_mtls_rejects_a_client_without_a_certificate(certs):
+    with tls_server(certs, mutual=True) as server, secure_channel(server.address, certs) as channel:
+        assert fails_to_connect(channel)
+
+
+def test_mtls_rejects_a_client_certificate_from_another_ca(certs, tmp_path_factory):
+    stranger = make_certs(tmp_path_factory.mktemp("stranger"))
+    with tls_server(certs, mutual=True) as server:
+        credentials = grpc.ssl_channel_credentials(certs.ca.read_bytes(), *stranger.client.read())
+        options = [("grpc.ssl_target_name_override", SERVER_NAME)]
+        with grpc.secure_channel(server.address, credentials, options=options) as channel:
+            assert fails_to_connect(channel)
+
+
+def test_rotated_certificate_is_served_without_a_failed_call(certs):
+    renewed = certs.authority.server("renewed")
+    failures: list[BaseException] = []
+    calls = 0
+    stop = threading.Event()
+    with tls_server(certs, tls_reload_interval=0.05) as server:
+        port = server.server.port
+        assert port is not None
+        before = served_certificate(port)
+
+        def call_in_a_loop() -> None:
+            nonlocal calls
+            long_lived = secure_channel(server.address, certs)
+            while not stop.is_set():
+                fresh = secure_channel(server.address, certs)  # a new handshake each time
+                try:
+                    for channel in (long_lived, fresh):
+                        check(channel, "")
+                        calls += 1
+                except grpc.RpcError as error:
+                    failures.append(error)
+                finally:
+                    fresh.close()
+            long_lived.close()
+
+        caller = threading.Thread(target=call_in_a_loop)
+        caller.start()
+        try:
+            wait_until(lambda: calls > 10, what="calls before the rotation")
+            # One file after the other, as a careless deploy writes them: the mismatched pair
+            # in between must not be served.
+            shutil.copyfile(renewed.cert, certs.server.cert)
+            shutil.copyfile(renewed.key, certs.server.key)
+            wait_until(lambda: served_certificate(port) != before, what="the new certificate")
+            assert served_certificate(port) == ssl.PEM_cert_to_DER_cert(renewed.cert.read_text())
+            seen = calls
+            wait_until(lambda: calls > seen + 10, what="calls after the rotation")
+        finally:
+            stop.set()
+            caller.join(WAIT)
+    assert failures == []
+
+
+def test_bad_tls_files_at_start_up_are_one_line_and_exit_1(certs, tmp_path):
+    (tmp_path / "other").mkdir()
+    other = make_certs(tmp_path / "other")
+    cases = [
+        (
+            ["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(certs.server.key)],
+            "cannot read",
+        ),
+        (
+            ["--tls-cert", str(certs.server.cert), "--tls-key", str(other.server.key)],
+            "are not a certificate and its key",
+        ),
+        (
+            [
+                "--tls-cert",
+                str(certs.server.cert),
+                "--tls-key",
+                str(certs.server.key),
+                "--tls-client-ca",
+                str(certs.server.key),
+            ],
+            "--tls-client-ca",
+        ),
+    ]
+    for args, message in cases:
+        result = run_cli("serve", "--host", "127.0.0.1", "--port", "0", *args)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, lines
+        assert message in lines[0]
+
+
+def test_tls_cert_without_key_is_a_usage_error(certs):
+    result = run_cli("serve", "--tls-cert", str(certs.server.cert))
+    assert result.returncode == 2
+    assert "--tls-cert and --tls-key go together" in result.stderr
+
+
+# --- the health-only port ------------------------------------------------------------------
+
+
+@pytest.fixture
+def mtls_with_health_port(certs) -> Iterator[ThreadedServer]:
+    with tls_server(certs, mutual=True, health_port=0) as server:
+        yield server
+
+
+def health_only(server: ThreadedServer) -> grpc.Channel:
+    return grpc.insecure_channel(f"127.0.0.1:{server.server.health_port}")
+
+
+def test_health_port_answers_plaintext_check_while_main_port_wants_mtls(mtls_with_health_port):
+    with health_only(mtls_with_health_port) as channel:
+        assert check(channel, "readiness") == SERVING
+        assert check(channel, "liveness") == SERVING
+
+
+def test_health_port_serves_nothing_but_health(mtls_with_health_port):
+    with health_only(mtls_with_health_port) as channel:
+        with pytest.raises(grpc.RpcError) as smoke:
+            smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
+                smoke_pb2.SmokeTestRequest(), timeout=WAIT
+            )
+        assert smoke.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as reflection:
+            ProtoReflectionDescriptorDatabase(channel).get_services()
+        assert reflection.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_health_port_follows_the_same_state(mtls_with_health_port):
+    mtls_with_health_port.server.monitor.shutdown()
+    with health_only(mtls_with_health_port) as channel:
+        assert check(channel, "readiness") != SERVING
+
+
+def test_health_port_from_the_cli_on_its_own_host(processes):
+    process = CLIProcess(
+        [
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--health-port",
+            "0",
+            "--health-host",
+            "::1",
+        ]
+    )
+    processes.append(process)
+    process.wait_for_port()
+    port = int(process.wait_for_line(r"health-only plaintext port on \[::1\]:(\d+)").group(1))
+    with grpc.insecure_channel(f"[::1]:{port}") as channel:
+        assert check(channel, "") == SERVING
