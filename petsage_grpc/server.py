@@ -53,6 +53,12 @@ def grpc_options(config: Config) -> list[tuple[str, int]]:
         ),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.keepalive_permit_without_calls", 1),
+        # grpc core cancels calls at random once more than 1,000 wait for the application to
+        # take them (3,000 at the most): a burst of Watch streams, as a fleet of clients opens
+        # after a rollout, would lose some. Let the Watch limit decide instead, with its clear
+        # RESOURCE_EXHAUSTED.
+        ("grpc.server.max_pending_requests", max(1000, config.max_watch_streams)),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * max(1000, config.max_watch_streams)),
     ]
     if config.max_connection_age > 0:
         options += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import re
@@ -227,14 +228,18 @@ class RawHTTP2:
     def flush(self) -> None:
         self.sock.sendall(self.conn.data_to_send())
 
-    def ping(self, payload: bytes = b"petsage!") -> None:
-        self.conn.ping(payload)
+    def ping(self, count: int = 1) -> None:
+        """Send `count` pings in one write."""
+        for number in range(count):
+            self.conn.ping(number.to_bytes(8, "big"))
         self.flush()
 
     def wait_for_goaway(self, timeout: float = WAIT) -> Any:
-        """Read until the server sends GOAWAY (returned) or closes; fail on timeout."""
+        """Read until the server sends GOAWAY (returned); fail on timeout or close without it.
+        Frames are fed to h2 one at a time, since h2 refuses any frame after a GOAWAY."""
         import h2.events
 
+        buffer = b""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
@@ -244,10 +249,17 @@ class RawHTTP2:
                 break
             if not data:
                 raise AssertionError("the server closed the connection without GOAWAY")
-            for event in self.conn.receive_data(data):
-                if isinstance(event, h2.events.ConnectionTerminated):
-                    return event
-            self.flush()  # acknowledge settings and pings, as a live client does
+            buffer += data
+            while len(buffer) >= 9:
+                size = 9 + int.from_bytes(buffer[:3], "big")
+                if len(buffer) < size:
+                    break
+                frame, buffer = buffer[:size], buffer[size:]
+                for event in self.conn.receive_data(frame):
+                    if isinstance(event, h2.events.ConnectionTerminated):
+                        return event
+            with contextlib.suppress(OSError):  # the server may close right after GOAWAY
+                self.flush()  # acknowledge settings and pings, as a live client does
         raise AssertionError(f"no GOAWAY within {timeout}s")
 
     def close(self) -> None:

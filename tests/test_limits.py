@@ -1,0 +1,103 @@
+"""The limits that keep the server alive under abuse: each configurable, each tried here."""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+import h2.errors
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from petsage_grpc.health import SERVING
+from tests.helpers import WAIT, CLIProcess, RawHTTP2, ThreadedServer, check, make_config, watch
+
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+def test_request_larger_than_the_limit_is_resource_exhausted():
+    with (
+        ThreadedServer(make_config(max_receive_message_bytes=1024)) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        with pytest.raises(grpc.RpcError) as small:
+            check(channel, "s" * 100)  # under the limit: looked up
+        assert small.value.code() == grpc.StatusCode.NOT_FOUND
+        big = health_pb2.HealthCheckRequest(service="s" * 2000)
+        with pytest.raises(grpc.RpcError) as error:
+            health_pb2_grpc.HealthStub(channel).Check(big, timeout=WAIT)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert check(channel, "") == SERVING
+
+
+def test_default_limit_refuses_a_10_mb_request(server, channel):
+    call = channel.unary_unary("/grpc.health.v1.Health/Check")
+    with pytest.raises(grpc.RpcError) as error:
+        call(b"\x0a\x80\x80\x80\x05" + b"a" * (10 * 1024 * 1024), timeout=WAIT)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert check(channel, "") == SERVING
+
+
+def test_streams_past_the_per_connection_limit_wait_and_other_connections_do_not():
+    with ThreadedServer(make_config(max_concurrent_streams=2)) as server:
+        crowded = grpc.insecure_channel(server.address, options=OWN_CONNECTION)
+        other = grpc.insecure_channel(server.address, options=OWN_CONNECTION)
+        try:
+            streams = [watch(crowded, "") for _ in range(2)]
+            for stream in streams:
+                assert next(stream).status == SERVING
+            with pytest.raises(grpc.RpcError) as error:
+                health_pb2_grpc.HealthStub(crowded).Check(
+                    health_pb2.HealthCheckRequest(), timeout=0.5
+                )
+            assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert check(other, "") == SERVING
+            streams[0].cancel()
+            assert check(crowded, "") == SERVING  # a slot is free again
+        finally:
+            crowded.close()
+            other.close()
+
+
+def test_client_that_pings_too_often_is_sent_goaway_too_many_pings():
+    with ThreadedServer(make_config(keepalive_min_ping_interval=60)) as server:
+        port = server.server.port
+        assert port is not None
+        client = RawHTTP2(port)
+        try:
+            client.ping(count=5)
+            goaway = client.wait_for_goaway()
+        finally:
+            client.close()
+        assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        assert b"too_many_pings" in (goaway.additional_data or b"")
+        with grpc.insecure_channel(server.address) as channel:
+            assert check(channel, "") == SERVING
+
+
+def test_connection_past_its_maximum_age_is_sent_goaway():
+    settings = {"max_connection_age": 0.3, "max_connection_age_grace": 0.3}
+    with ThreadedServer(make_config(**settings)) as server:
+        port = server.server.port
+        assert port is not None
+        client = RawHTTP2(port)
+        try:
+            goaway = client.wait_for_goaway()
+        finally:
+            client.close()
+        assert goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+        with grpc.insecure_channel(server.address) as channel:  # a new connection is welcome
+            assert check(channel, "") == SERVING
+
+
+def test_check_keeps_answering_through_a_flood_of_connections_and_watch_streams(processes, server):
+    flood = CLIProcess(
+        [sys.executable, "-m", "tests.apps.flood", server.address, "200", "4000", "60"],
+        merge_stdout=True,
+    )
+    processes.append(flood)
+    flood.wait_for_line("^flooding$", timeout=WAIT * 3)
+    assert server.state.watcher_count >= 4000
+    with grpc.insecure_channel(server.address, options=OWN_CONNECTION) as channel:
+        for _ in range(50):
+            assert check(channel, "") == SERVING
