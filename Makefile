@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_OUT ?= petsage_grpc/_gen
 PROTOS := protos/petsage/v1/smoke.proto
 
-.PHONY: install run test lint proto generate bench clean
+.PHONY: install run test lint proto generate bench fuzz clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ generate:
 	# protoc writes absolute imports (from petsage.v1 import ...); the stubs live inside our package.
 	sed -i 's/^from petsage\.v1 import /from . import /' $(PROTO_OUT)/petsage/v1/*_pb2_grpc.py
 	touch $(PROTO_OUT)/__init__.py $(PROTO_OUT)/petsage/__init__.py $(PROTO_OUT)/petsage/v1/__init__.py
+
+# A long fuzzing run (make test runs a brief one). FUZZ_EXAMPLES=N per target.
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	PETSAGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz.py
 
 # Benchmarks: never part of make test.
 bench: install

@@ -158,6 +158,17 @@ def _setup_logging(level: str) -> None:
     import logging
 
     _quiet_grpc(verbose="INFO" if level == "debug" else "")
+
+    # grpc logs an ERROR with a traceback whenever a client goes away while a message is being
+    # written to it (a Watch client that disconnects): an everyday event, kept for debug.
+    def client_gone(record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("ExecuteBatchError raised in core by servicer method"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args, record.exc_info = "a client went away: %s", (record.msg,), None
+            return level == "debug"
+        return True
+
+    logging.getLogger("grpc._cython.cygrpc").addFilter(client_gone)
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -155,6 +155,17 @@ class CLIProcess:
             if match := regex.search(line):
                 return match
 
+    def read_available(self) -> list[str]:
+        """Every line of output so far, without waiting for more."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return self.lines
+            if line is None:
+                return self.lines
+            self.lines.append(line)
+
     def wait_for_port(self) -> int:
         return int(self.wait_for_line(r"serving on \S+:(\d+)(?: \(|$)").group(1))
 
