@@ -154,26 +154,11 @@ def _quiet_grpc(verbose: str) -> None:
     sys.stderr = os.fdopen(ours, "w", buffering=1, encoding=sys.stderr.encoding, errors="replace")
 
 
-def _setup_logging(level: str) -> None:
-    import logging
+def _setup_logging(level: str, log_format: str) -> None:
+    from petsage_grpc.logs import setup_logging
 
     _quiet_grpc(verbose="INFO" if level == "debug" else "")
-
-    # grpc logs an ERROR with a traceback whenever a client goes away while a message is being
-    # written to it (a Watch client that disconnects): an everyday event, kept for debug.
-    def client_gone(record: logging.LogRecord) -> bool:
-        if str(record.msg).startswith("ExecuteBatchError raised in core by servicer method"):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            record.msg, record.args, record.exc_info = "a client went away: %s", (record.msg,), None
-            return level == "debug"
-        return True
-
-    logging.getLogger("grpc._cython.cygrpc").addFilter(client_gone)
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(level, log_format)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -192,7 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
 
     from petsage_grpc.monitor import CheckSetupError
     from petsage_grpc.server import BindError, Server

@@ -66,6 +66,10 @@ class Config:
     keepalive_min_ping_interval: float = 10.0
     max_connection_age: float = 30 * 60.0
     max_connection_age_grace: float = 30.0
+    admin_port: int | None = None
+    admin_host: str = "127.0.0.1"
+    log_format: str = "text"
+    access_log_health: bool = False
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -141,6 +145,14 @@ def _show_bool(value: bool) -> str:
 
 def _show_checks(checks: Sequence[CheckSpec]) -> str:
     return "none"
+
+
+def parse_log_format(text: str) -> str:
+    """Parse a log format: text or json."""
+    value = text.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"invalid log format {text!r} (text or json)")
+    return value
 
 
 def parse_path(text: str) -> str:
@@ -276,6 +288,21 @@ OPTIONS: tuple[Option, ...] = (
         "after --max-connection-age, how long RPCs on the old connection may go on",
         "DURATION",
         show=_show_duration,
+    ),
+    Option(
+        "admin_port",
+        parse_optional_port,
+        "an HTTP port for /metrics, /healthz, /readyz and the /api/v1 endpoints",
+        "PORT",
+        show=_show_optional,
+    ),
+    Option("admin_host", parse_host, "address to listen on for --admin-port", "HOST"),
+    Option("log_format", parse_log_format, "text or json (one JSON object per line)", "FORMAT"),
+    Option(
+        "access_log_health",
+        parse_bool,
+        "log every grpc.health.v1 RPC too (other RPCs are always logged)",
+        show=_show_bool,
     ),
 )
 

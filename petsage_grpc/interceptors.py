@@ -1,18 +1,42 @@
-"""Server interceptors: what every RPC of every service gets, written once.
+"""The server interceptor: what every RPC of every service gets, written once.
 
-`MalformedRequests`: a request body that does not parse as the method's message is answered
-INTERNAL with what was wrong (as gRPC's status code table says, and as grpc-go and grpc-java do),
-instead of grpc Python's UNKNOWN "Unexpected <class ...DecodeError>".
+- Metrics: each RPC is counted when it starts and when it ends, with its status code, and unary
+  RPCs are timed (`RpcMetrics`).
+- Malformed requests: a body that does not parse as the method's message is answered INTERNAL
+  with what was wrong (as gRPC's status code table says, and grpc-go and grpc-java do), instead
+  of grpc Python's UNKNOWN "Unexpected <class ...DecodeError>".
+- Logs: an access log line per RPC (for grpc.health.v1 only when asked: probes would flood it),
+  and a warning, with the peer, for each rejected call (at most a few a second).
+
+Each method's wrapped handler is made once and kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from petsage_grpc.metrics import Method, RpcMetrics
+
+log = logging.getLogger("petsage_grpc.access")
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REJECTED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+REJECTION_LOGS_PER_SECOND = 5
 
 
 class _Malformed:
@@ -34,33 +58,51 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return parse
 
 
-def _checked(behavior: Callable[..., Any]) -> Callable[..., Any] | None:
-    """`behavior`, answering INTERNAL first when the request did not parse; None if it is of a
-    kind grpc.aio would run differently once wrapped (a plain function)."""
-    if inspect.isasyncgenfunction(behavior):
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Malformed):
-                await context.abort(grpc.StatusCode.INTERNAL, request.reason)
-            async for response in behavior(request, context):
-                yield response
-
-        return stream
-    if inspect.iscoroutinefunction(behavior):
-
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Malformed):
-                await context.abort(grpc.StatusCode.INTERNAL, request.reason)
-            return await behavior(request, context)
-
-        return call
-    return None
-
-
-class MalformedRequests(grpc.aio.ServerInterceptor):
-    """Answers requests that do not parse with INTERNAL and a message saying why."""
+class _Rejections:
+    """Logs rejected calls, at most REJECTION_LOGS_PER_SECOND, counting the ones left out."""
 
     def __init__(self) -> None:
+        self._second = 0
+        self._logged = 0
+        self._left_out = 0
+
+    def log(self, method: str, code: grpc.StatusCode, details: str, peer: str) -> None:
+        second = int(time.monotonic())
+        if second != self._second:
+            if self._left_out:
+                log.warning(
+                    "%d more calls rejected",
+                    self._left_out,
+                    extra={"event": "rpc_rejected", "suppressed": self._left_out},
+                )
+            self._second, self._logged, self._left_out = second, 0, 0
+        if self._logged >= REJECTION_LOGS_PER_SECOND:
+            self._left_out += 1
+            return
+        self._logged += 1
+        log.warning(
+            "rejected %s from %s: %s %s",
+            method,
+            peer,
+            code.name,
+            details,
+            extra={
+                "event": "rpc_rejected",
+                "method": method,
+                "code": code.name,
+                "error": details,
+                "peer": peer,
+            },
+        )
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Counts, times and logs every RPC, and answers malformed requests INTERNAL."""
+
+    def __init__(self, metrics: RpcMetrics, *, access_log_health: bool = False) -> None:
+        self.metrics = metrics
+        self._access_log_health = access_log_health
+        self._rejections = _Rejections()
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(
@@ -68,22 +110,121 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if method in self._handlers:
-            return self._handlers[method]
+        path = handler_call_details.method
+        if path in self._handlers:
+            return self._handlers[path]
         handler = await continuation(handler_call_details)
-        wrapped = _wrap(handler)
-        if handler is not None:  # an unknown method name is not kept: names are unbounded
-            self._handlers[method] = wrapped
+        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED; names are unbounded
+            return handler
+        wrapped = self._wrap(path, handler)
+        self._handlers[path] = wrapped
         return wrapped
 
+    def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        kind = {
+            (False, False): "unary_unary",
+            (False, True): "unary_stream",
+            (True, False): "stream_unary",
+            (True, True): "stream_stream",
+        }[(handler.request_streaming, handler.response_streaming)]
+        behavior = getattr(handler, kind)
+        service, _, name = path[1:].rpartition("/")
+        grpc_type = {
+            "unary_unary": "unary",
+            "unary_stream": "server_stream",
+            "stream_unary": "client_stream",
+            "stream_stream": "bidi_stream",
+        }[kind]
+        observed = self._observed(behavior, path, (service, name, grpc_type))
+        if observed is None:
+            return handler
+        changes: dict[str, Any] = {kind: observed}
+        if not handler.request_streaming and handler.request_deserializer is not None:
+            changes["request_deserializer"] = _tolerant(handler.request_deserializer)
+        return handler._replace(**changes)
 
-def _wrap(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
-    if handler is None or handler.request_streaming or handler.request_deserializer is None:
-        return handler
-    kind = "unary_stream" if handler.response_streaming else "unary_unary"
-    checked = _checked(getattr(handler, kind))
-    if checked is None:
-        return handler
-    parse = _tolerant(handler.request_deserializer)
-    return handler._replace(request_deserializer=parse, **{kind: checked})
+    def _observed(
+        self, behavior: Callable[..., Any], path: str, method: Method
+    ) -> Callable[..., Any] | None:
+        """`behavior`, counted, timed, logged; None for a plain function, which grpc.aio would
+        run differently once wrapped."""
+        start, end = self.metrics.start, self._end
+        access = self._access_log_health or not path.startswith(HEALTH_PREFIX)
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                start(method)
+                began = time.perf_counter()
+                code = grpc.StatusCode.UNKNOWN
+                try:
+                    if isinstance(request, _Malformed):
+                        await context.abort(grpc.StatusCode.INTERNAL, request.reason)
+                    async for response in behavior(request, context):
+                        yield response
+                    code = context.code() or grpc.StatusCode.OK
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    end(path, method, code, began, context, access, streaming=True)
+
+            return stream
+
+        if inspect.iscoroutinefunction(behavior):
+
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                start(method)
+                began = time.perf_counter()
+                code = grpc.StatusCode.UNKNOWN
+                try:
+                    if isinstance(request, _Malformed):
+                        await context.abort(grpc.StatusCode.INTERNAL, request.reason)
+                    response = await behavior(request, context)
+                    code = context.code() or grpc.StatusCode.OK
+                    return response
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    end(path, method, code, began, context, access, streaming=False)
+
+            return call
+        return None
+
+    def _end(
+        self,
+        path: str,
+        method: Method,
+        code: grpc.StatusCode,
+        began: float,
+        context: grpc.aio.ServicerContext,
+        access: bool,
+        *,
+        streaming: bool,
+    ) -> None:
+        seconds = time.perf_counter() - began
+        self.metrics.handle(method, code.name, None if streaming else seconds)
+        if code in REJECTED:
+            self._rejections.log(path, code, context.details() or "", context.peer())
+        elif access:
+            log.info(
+                "%s %s %.2fms %s",
+                path,
+                code.name,
+                seconds * 1000,
+                context.peer(),
+                extra={
+                    "event": "rpc",
+                    "method": path,
+                    "code": code.name,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "peer": context.peer(),
+                },
+            )

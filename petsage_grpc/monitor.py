@@ -168,10 +168,19 @@ class HealthMonitor:
                 self.state.set(service, status)
         if self.state.is_shutdown:
             return
+        fields: dict[str, object] = {
+            "event": "status_changed",
+            "service": READINESS,
+            "old": "NOT_SERVING" if ready else "SERVING",
+            "new": "SERVING" if ready else "NOT_SERVING",
+        }
+        failing = self.failing(required=True)
+        if failing and not self._maintenance:
+            fields.update(check=failing[0][0].spec.name, error=failing[0][1])
         if ready:
-            log.info("readiness SERVING: every required check passes")
+            log.info("readiness SERVING: every required check passes", extra=fields)
         else:
-            log.warning("readiness NOT_SERVING: %s", problem)
+            log.warning("readiness NOT_SERVING: %s", problem, extra=fields)
 
     async def _watch_for_stale_results(self) -> None:
         while True:

@@ -25,9 +25,11 @@ from grpc_reflection.v1alpha import reflection
 
 from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
+from petsage_grpc.admin import AdminApp, AdminServer
 from petsage_grpc.config import Config
 from petsage_grpc.health import HealthServicer, HealthState
-from petsage_grpc.interceptors import MalformedRequests
+from petsage_grpc.interceptors import ServerInterceptor
+from petsage_grpc.metrics import RpcMetrics, build_registry
 from petsage_grpc.monitor import HealthMonitor
 from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
 from petsage_grpc.smoke import SmokeServicer
@@ -99,6 +101,9 @@ class Server:
         )
         self.port: int | None = None
         self.health_port: int | None = None
+        self.admin_port: int | None = None
+        self.metrics = RpcMetrics()
+        self._admin: AdminServer | None = None
         self._services = tuple(services)
         self.monitor = HealthMonitor(self.state, config.checks, self.service_names)
         self._health = HealthServicer(
@@ -119,7 +124,7 @@ class Server:
         readiness once the required checks pass. Raises BindError or TLSError."""
         config = self.config
         options = grpc_options(config)
-        interceptors = [MalformedRequests()]
+        interceptors = [ServerInterceptor(self.metrics, access_log_health=config.access_log_health)]
         server = grpc.aio.server(options=options, interceptors=interceptors)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
@@ -143,6 +148,8 @@ class Server:
             self.health_port = _bind(health_only, self.health_host, config.health_port, None)
             servers.append(health_only)
         self.monitor.start()
+        if config.admin_port is not None:
+            self._admin = await self._start_admin(config.admin_host, config.admin_port)
         for each in servers:
             await each.start()
         self._servers = servers
@@ -154,12 +161,33 @@ class Server:
             __version__,
             format_address(config.host, self.port),
             security,
+            extra={"event": "serving", "port": self.port, "listener": "main", "tls": security},
         )
         if self.health_port is not None:
             log.info(
                 "health-only plaintext port on %s",
                 format_address(self.health_host, self.health_port),
+                extra={"event": "serving", "port": self.health_port, "listener": "health"},
             )
+        if self.admin_port is not None:
+            log.info(
+                "admin HTTP port on %s",
+                format_address(config.admin_host, self.admin_port),
+                extra={"event": "serving", "port": self.admin_port, "listener": "admin"},
+            )
+
+    async def _start_admin(self, host: str, port: int) -> AdminServer:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        registry = build_registry(self.metrics, self.state, self.monitor)
+        admin = AdminServer(
+            AdminApp(self.monitor, lambda: (generate_latest(registry), CONTENT_TYPE_LATEST))
+        )
+        try:
+            self.admin_port = await admin.start(host, port)
+        except OSError:
+            raise BindError(_explain_bind_failure(host, port)) from None
+        return admin
 
     @property
     def health_host(self) -> str:
@@ -195,11 +223,19 @@ class Server:
             task.cancel()
         await self.monitor.close()
         if config.drain_delay > 0 and not self._force_requested.is_set():
-            log.info("draining: NOT_SERVING for %gs before stopping", config.drain_delay)
+            log.info(
+                "draining: NOT_SERVING for %gs before stopping",
+                config.drain_delay,
+                extra={"event": "draining", "drain_delay": config.drain_delay},
+            )
             await _wait(self._force_requested, config.drain_delay)
         forced = self._force_requested.is_set()
         grace = 0.0 if forced else config.grace_period
-        log.info("stopping: new RPCs refused, in-flight RPCs have %gs to finish", grace)
+        log.info(
+            "stopping: new RPCs refused, in-flight RPCs have %gs to finish",
+            grace,
+            extra={"event": "stopping", "grace_period": grace},
+        )
         self.state.end_watches()
         stopping = asyncio.gather(*(server.stop(grace) for server in servers))
         if not forced:
@@ -207,11 +243,15 @@ class Server:
             await asyncio.wait((stopping, force), return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
             if not stopping.done():
-                log.info("stopping at once: in-flight RPCs are cancelled")
+                log.info(
+                    "stopping at once: in-flight RPCs are cancelled", extra={"event": "forced"}
+                )
                 await asyncio.gather(*(server.stop(None) for server in servers))
         await stopping
+        if self._admin is not None:
+            await self._admin.stop()
         forced = self._force_requested.is_set()
-        log.info("stopped%s", " (forced)" if forced else "")
+        log.info("stopped%s", " (forced)" if forced else "", extra={"event": "stopped"})
         return not forced
 
     def _install_signal_handlers(self) -> None:
@@ -222,10 +262,14 @@ class Server:
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self._stop_requested.is_set():
-            log.warning("received %s again: stopping at once", name)
+            log.warning(
+                "received %s again: stopping at once",
+                name,
+                extra={"event": "signal", "signal": name},
+            )
             self.request_stop(force=True)
         else:
-            log.info("received %s: shutting down", name)
+            log.info("received %s: shutting down", name, extra={"event": "signal", "signal": name})
             self.request_stop()
 
 

@@ -64,14 +64,21 @@ class ServerTLS:
         try:
             files = self._read()
         except TLSError as exc:
-            log.warning("TLS files not reloaded, the previous ones are still served: %s", exc)
+            log.warning(
+                "TLS files not reloaded, the previous ones are still served: %s",
+                exc,
+                extra={"event": "tls_reload_failed", "error": str(exc)},
+            )
             return False
         if files == self._served:
             return False
         self._served = files
         with self._lock:
             self._pending = _configuration(files)
-        log.info("TLS files changed: new connections get the new certificate")
+        log.info(
+            "TLS files changed: new connections get the new certificate",
+            extra={"event": "tls_reloaded"},
+        )
         return True
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:

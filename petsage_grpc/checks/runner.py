@@ -70,6 +70,11 @@ class CheckRunner:
             self._run = asyncio.ensure_future(self._run_once())
         return self._run
 
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed runs since the last success."""
+        return self._failures
+
     def is_passing(self, now: float) -> bool:
         """Passing after the thresholds, and the result not stale at monotonic time `now`."""
         return self.passing and self._fresh_until is not None and now < self._fresh_until
@@ -129,8 +134,16 @@ class CheckRunner:
 
     def _log_change(self, was: bool) -> None:
         spec = self.spec
+        fields = {
+            "event": "check_changed",
+            "check": spec.name,
+            "kind": spec.kind,
+            "required": spec.required,
+            "passing": self.passing,
+            "error": self.last_error,
+        }
         if self.passing:
-            log.info("check %r (%s) passes", spec.name, spec.kind)
+            log.info("check %r (%s) passes", spec.name, spec.kind, extra=fields)
         elif was:
             log.warning(
                 "check %r (%s) fails after %d failures: %s",
@@ -138,9 +151,12 @@ class CheckRunner:
                 spec.kind,
                 self._failures,
                 self.last_error,
+                extra=fields,
             )
         else:
-            log.warning("check %r (%s) fails: %s", spec.name, spec.kind, self.last_error)
+            log.warning(
+                "check %r (%s) fails: %s", spec.name, spec.kind, self.last_error, extra=fields
+            )
 
 
 def _consume(future: asyncio.Future[None]) -> None:
