@@ -1,0 +1,71 @@
+"""A client in another language that nobody here wrote: @grpc/grpc-js (installed from npm by
+this test with the machine's node and npm) calls Check, Watch and List against PetSage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2
+
+JS = Path(__file__).parent / "js"
+NODE, NPM = shutil.which("node"), shutil.which("npm")
+
+pytestmark = pytest.mark.skipif(
+    not (NODE and NPM), reason="node and npm are not installed on this machine"
+)
+
+
+@pytest.fixture(scope="module")
+def client_js() -> Path:
+    assert NPM is not None
+    if not (JS / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        subprocess.run(
+            [NPM, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=JS,
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+    return JS / "client.js"
+
+
+@pytest.fixture(scope="module")
+def descriptor_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """grpc.health.v1 as the health stubs we serve it from define it, for proto-loader."""
+    file = descriptor_pb2.FileDescriptorProto()
+    health_pb2.DESCRIPTOR.CopyToProto(file)
+    path = tmp_path_factory.mktemp("proto") / "health.protoset"
+    path.write_bytes(descriptor_pb2.FileDescriptorSet(file=[file]).SerializeToString())
+    return path
+
+
+def test_grpc_js_checks_watches_and_lists(server, client_js, descriptor_set):
+    server.server.monitor.set("petsage.v1.SmokeService", health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert NODE is not None
+    result = subprocess.run(
+        [NODE, str(client_js), server.address, str(descriptor_set)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    answers = json.loads(result.stdout)
+    assert answers["check"] == {"status": "SERVING"}
+    assert answers["checkUnknown"] == {"code": "NOT_FOUND"}
+    assert answers["watch"] == "SERVING"
+    assert answers["watchUnknown"] == "SERVICE_UNKNOWN"
+    listed = answers["list"]["statuses"]  # a map, or its entries, as proto-loader reads it
+    if isinstance(listed, list):
+        listed = {entry["key"]: entry["value"] for entry in listed}
+    statuses = {name: response["status"] for name, response in listed.items()}
+    assert statuses == {
+        "": "SERVING",
+        "liveness": "SERVING",
+        "readiness": "SERVING",
+        "petsage.v1.SmokeService": "NOT_SERVING",
+    }
