@@ -85,8 +85,11 @@ def wait_for_calls_to_avoid(caller: Caller, replica: Replica) -> None:
 
 def test_round_robin_spreads_calls_over_every_replica(replicas):
     caller = Caller(replicas)
+    for replica in replicas:  # every connection ready and healthy
+        wait_for_calls_to_reach(caller, replica)
+    before = [r.calls for r in replicas]
     caller.call(90)
-    assert [r.calls for r in replicas] == [30, 30, 30]
+    assert [r.calls - b for r, b in zip(replicas, before, strict=True)] == [30, 30, 30]
     assert caller.failures == []
 
 
