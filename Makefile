@@ -53,7 +53,8 @@ fuzz: install
 # Benchmarks: never part of make test.
 bench: install
 	@mkdir -p bench/results
-	$(BIN)/python bench/probe.py | tee bench/results/latest.md
+	{ $(BIN)/python bench/probe.py && echo && $(BIN)/python bench/rollout.py 3 1; } \
+	  | tee bench/results/latest.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
