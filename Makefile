@@ -28,10 +28,12 @@ test: lint
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check petsage_grpc tests examples bench
-	$(BIN)/ruff format --check petsage_grpc tests examples bench
+	$(BIN)/ruff check petsage_grpc tests examples bench deploy
+	$(BIN)/ruff format --check petsage_grpc tests examples bench deploy
 	$(BIN)/mypy
 	cd protos && ../$(BIN)/buf lint
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/python deploy/validate.py
 
 # Regenerate the stubs from protos/. `generate` does it with the set-up already there
 # (PROTO_OUT=dir writes them elsewhere, GEN_PYTHON=... picks the interpreter: the freshness test).
