@@ -52,10 +52,12 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: install
 	PETSAGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz.py
 
-# Benchmarks: never part of make test.
+# Benchmarks: never part of make test. h2load comes from Debian's nghttp2-client; a grpc-go
+# yardstick joins where Debian's golang-go and golang-google-grpc-dev are installed.
 bench: install
+	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 	@mkdir -p bench/results
-	{ $(BIN)/python bench/probe.py && echo && $(BIN)/python bench/rollout.py 3 1; } \
+	{ $(BIN)/python bench/run.py && echo && $(BIN)/python bench/rollout.py 3 1; } \
 	  | tee bench/results/latest.md
 
 clean:
