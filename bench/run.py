@@ -5,7 +5,7 @@ pinned to CPU 1 (where the machine has two). Servers follow one contract (bench/
 bench/go): argv PORT, prints `PORT <n>` once serving, and each stdin line `set STATUS` changes
 the status of "" and prints `ok` once set() has returned.
 
-Usage: python bench/run.py [--quick]   Prints markdown; bounded in time; loopback only.
+Usage: python bench/run.py [--quick] [--only=NAME]   Prints markdown; bounded; loopback only.
 """
 
 from __future__ import annotations
@@ -393,6 +393,9 @@ def main() -> None:
     sizes = [1000] if QUICK else [1000, 5000, 10000]
     requests = 5000 if QUICK else 40000
     under_test = servers()
+    only = [arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--only=")]
+    if only:  # for working on one server: python bench/run.py --only=PetSage
+        under_test = {name: command for name, command in under_test.items() if name in only}
     results: dict[str, dict[str, Any]] = {}
     for name, command in under_test.items():
         figures: dict[str, Any] = {}
@@ -411,7 +414,7 @@ def main() -> None:
         figures["start_up"] = start_up(command)
         results[name] = figures
     floor = measure_command([sys.executable, "-c", "import grpc"])
-    with serving("PetSage", under_test["PetSage"]) as server:
+    with serving("PetSage", servers()["PetSage"]) as server:
         probe = measure_command([str(BIN / "petsage-grpc"), "probe", "-addr", server.address])
         go_probe = shutil.which("grpc_health_probe")
         go = measure_command([go_probe, "-addr", server.address]) if go_probe else None

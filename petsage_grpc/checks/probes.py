@@ -6,12 +6,10 @@ runner's job, not the probe's.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import importlib
 import inspect
 import os
 import sys
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -90,6 +88,9 @@ def _grpc_probe(spec: CheckSpec) -> Probe:
 
 
 def _http_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+    import http.client  # here: only servers with http checks pay for importing it
+    import urllib.parse
+
     assert isinstance(spec.target, str)
     url = urllib.parse.urlsplit(spec.target)
     connection_class = (
