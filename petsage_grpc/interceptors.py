@@ -135,7 +135,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             "stream_unary": "client_stream",
             "stream_stream": "bidi_stream",
         }[kind]
-        observed = self._observed(behavior, path, (service, name, grpc_type))
+        observed = self._observed(
+            behavior, path, (service, name, grpc_type), handler.response_streaming
+        )
         if observed is None:
             return handler
         changes: dict[str, Any] = {kind: observed}
@@ -144,7 +146,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handler._replace(**changes)
 
     def _observed(
-        self, behavior: Callable[..., Any], path: str, method: Method
+        self, behavior: Callable[..., Any], path: str, method: Method, streaming: bool
     ) -> Callable[..., Any] | None:
         """`behavior`, counted, timed, logged; None for a plain function, which grpc.aio would
         run differently once wrapped."""
@@ -193,7 +195,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 finally:
-                    end(path, method, code, began, context, access, streaming=False)
+                    end(path, method, code, began, context, access, streaming=streaming)
 
             return call
         return None

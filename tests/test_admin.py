@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from petsage_grpc import __version__
 from petsage_grpc.checks.spec import CheckSpec
 from petsage_grpc.health import NOT_SERVING
-from tests.helpers import WAIT, ThreadedServer, check, make_config, watch
+from tests.helpers import WAIT, ThreadedServer, check, make_config, wait_until, watch
 
 MANUAL: dict[str, Any] = {"interval": 3600.0, "timeout": 1.0, "failure_threshold": 1}
 
@@ -195,6 +195,11 @@ def test_open_watch_streams_show_in_flight(admin):
         assert metrics[("petsage_watch_streams", ())] == 1
         assert metrics[("grpc_server_in_flight_rpcs", labels(**WATCH))] == 1
         stream.cancel()
+    wait_until(lambda: admin.state.watcher_count == 0, what="the stream to close")
+    metrics = scrape(admin)
+    assert metrics[("grpc_server_handled_total", labels(**WATCH, grpc_code="CANCELLED"))] == 1
+    # a stream's lifetime is no handling time
+    assert ("grpc_server_handling_seconds_count", labels(**WATCH)) not in metrics
 
 
 def test_serving_gauge_follows_a_status_flip(admin):
