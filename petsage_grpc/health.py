@@ -48,17 +48,18 @@ class Watcher:
     """One Watch stream's mailbox: the latest status of one service, and whether to end.
 
     The state writes to it under its lock, from any thread; the Watch handler reads it on its
-    event loop with `next()`.
+    event loop with `next()`. A future exists only while the handler waits: thousands of idle
+    watchers hold nothing more than these few slots.
     """
 
-    __slots__ = ("_ended", "_latest", "_loop", "_sent", "_wakeup", "service")
+    __slots__ = ("_ended", "_latest", "_loop", "_sent", "_waiter", "service")
 
     def __init__(
         self, service: str, status: ServingStatus, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.service = service
         self._loop = loop
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._latest = status
         self._sent: ServingStatus | None = None
         self._ended = False
@@ -71,8 +72,11 @@ class Watcher:
                 return self._sent
             if self._ended:
                 return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     def _offer(self, status: ServingStatus, loop: asyncio.AbstractEventLoop | None) -> None:
         self._latest = status
@@ -84,10 +88,15 @@ class Watcher:
 
     def _wake(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is self._loop:
-            self._wakeup.set()
+            self._resolve()
         else:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
-                self._loop.call_soon_threadsafe(self._wakeup.set)
+                self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
