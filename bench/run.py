@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import h2.config
-import h2.connection
-import h2.settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.helpers import open_never_reading_watch
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -283,33 +282,8 @@ def fan_out(server: Server, count: int) -> dict[str, Any]:
     }
 
 
-def open_never_reading_watch(port: int) -> socket.socket:
-    """A raw HTTP/2 client that opens Watch and never grants a flow-control window."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.local_settings = h2.settings.Settings(
-        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
-    )
-    conn.initiate_connection()
-    stream = conn.get_next_available_stream_id()
-    conn.send_headers(
-        stream,
-        [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", "/grpc.health.v1.Health/Watch"),
-            (":authority", f"127.0.0.1:{port}"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ],
-    )
-    conn.send_data(stream, b"\x00\x00\x00\x00\x00", end_stream=True)
-    sock.sendall(conn.data_to_send())
-    return sock
-
-
 def never_reading(server: Server) -> dict[str, Any]:
-    stuck = open_never_reading_watch(server.port)
+    stuck = open_never_reading_watch(server.port, "")
     watchers = Watchers(server.address, 100)
     try:
         returned = 0

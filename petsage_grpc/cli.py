@@ -13,10 +13,11 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 from petsage_grpc import __version__
+from petsage_grpc.values import argument_type
 
 # Everything else is imported where it is used, so that an exec probe loads only what it needs.
 
@@ -29,16 +30,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                 option.flag,
                 dest=option.field,
                 action="append",
-                type=_argument_type(option.parse),
+                type=argument_type(option.parse),
                 metavar=option.metavar,
                 help=help_text,
             )
@@ -80,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             serve.add_argument(
                 option.flag,
-                type=_argument_type(option.parse),
+                type=argument_type(option.parse),
                 metavar=option.metavar,
                 help=help_text,
             )

@@ -96,6 +96,47 @@ class _Rejections:
         )
 
 
+class _Observation:
+    """One RPC being handled: counted when it starts, and when it ends with its status code."""
+
+    __slots__ = ("_access", "_began", "_context", "_interceptor", "_method", "_path", "_streaming")
+
+    def __init__(
+        self,
+        interceptor: ServerInterceptor,
+        path: str,
+        method: Method,
+        context: grpc.aio.ServicerContext,
+        access: bool,
+        *,
+        streaming: bool,
+    ) -> None:
+        self._interceptor, self._path, self._method = interceptor, path, method
+        self._context, self._access, self._streaming = context, access, streaming
+        self._began = 0.0
+
+    def __enter__(self) -> None:
+        self._interceptor.metrics.start(self._method)
+        self._began = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            code = self._context.code() or grpc.StatusCode.OK
+        elif issubclass(kind, asyncio.CancelledError):
+            code = grpc.StatusCode.CANCELLED
+        else:  # an abort carries its code; any other exception is UNKNOWN to the client
+            code = self._context.code() or grpc.StatusCode.UNKNOWN
+        self._interceptor._end(
+            self._path,
+            self._method,
+            code,
+            self._began,
+            self._context,
+            self._access,
+            streaming=self._streaming,
+        )
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Counts, times and logs every RPC, and answers malformed requests INTERNAL."""
 
@@ -150,52 +191,26 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[..., Any] | None:
         """`behavior`, counted, timed, logged; None for a plain function, which grpc.aio would
         run differently once wrapped."""
-        start, end = self.metrics.start, self._end
         access = self._access_log_health or not path.startswith(HEALTH_PREFIX)
 
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                start(method)
-                began = time.perf_counter()
-                code = grpc.StatusCode.UNKNOWN
-                try:
+                with _Observation(self, path, method, context, access, streaming=True):
                     if isinstance(request, _Malformed):
                         await context.abort(grpc.StatusCode.INTERNAL, request.reason)
                     async for response in behavior(request, context):
                         yield response
-                    code = context.code() or grpc.StatusCode.OK
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except BaseException:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    end(path, method, code, began, context, access, streaming=True)
 
             return stream
 
         if inspect.iscoroutinefunction(behavior):
 
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                start(method)
-                began = time.perf_counter()
-                code = grpc.StatusCode.UNKNOWN
-                try:
+                with _Observation(self, path, method, context, access, streaming=streaming):
                     if isinstance(request, _Malformed):
                         await context.abort(grpc.StatusCode.INTERNAL, request.reason)
-                    response = await behavior(request, context)
-                    code = context.code() or grpc.StatusCode.OK
-                    return response
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except BaseException:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    end(path, method, code, began, context, access, streaming=streaming)
+                    return await behavior(request, context)
 
             return call
         return None

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from petsage_grpc.values import parse_duration
+from petsage_grpc.values import argument_type, parse_duration
 
 EXIT_OK, EXIT_ARGS, EXIT_CONNECT, EXIT_RPC, EXIT_UNHEALTHY, EXIT_DEGRADED = 0, 1, 2, 3, 4, 5
 
@@ -76,16 +76,6 @@ def _go_bool(text: str) -> bool:
     raise ValueError(f"invalid boolean value {text!r}")
 
 
-def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
 class _GoFlagParser(argparse.ArgumentParser):
     """argparse taught Go's flag spelling; a bad flag is exit code 1, as grpc_health_probe."""
 
@@ -95,7 +85,7 @@ class _GoFlagParser(argparse.ArgumentParser):
 
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     if kwargs.pop("boolean", False):
-        kwargs.update(nargs="?", const=True, default=False, type=_typed(_go_bool))
+        kwargs.update(nargs="?", const=True, default=False, type=argument_type(_go_bool))
     parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
 
 
@@ -116,7 +106,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     _flag(parser, "addr", default="", metavar="HOST:PORT", help="(required) address to connect to")
     if command in ("probe", "watch"):
         _flag(parser, "service", default="", help='service name to check (default: "")')
-    duration = _typed(parse_go_duration)
+    duration = argument_type(parse_go_duration)
     _flag(
         parser,
         "connect-timeout",

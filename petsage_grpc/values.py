@@ -4,7 +4,10 @@ settings and the dependency checks. Each parser raises ValueError with a message
 
 from __future__ import annotations
 
+import argparse
 import re
+from collections.abc import Callable
+from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -74,3 +77,15 @@ def parse_bool(text: str) -> bool:
 def format_address(host: str, port: int) -> str:
     """`host:port`, with an IPv6 literal in brackets: `[::1]:50051`."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` as an argparse type: its ValueError message becomes argparse's error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert

@@ -44,6 +44,13 @@ def wait_until(
         time.sleep(0.01)
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (for a process that must be told its port up front)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def make_config(**overrides: Any) -> Config:
     settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "grace_period": 5.0}
     settings.update(overrides)

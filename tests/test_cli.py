@@ -11,7 +11,7 @@ import pytest
 
 from petsage_grpc import __version__
 from petsage_grpc.health import NOT_SERVING, SERVING
-from tests.helpers import CLIProcess, check, run_cli, wait_until
+from tests.helpers import CLIProcess, check, free_port, run_cli, wait_until
 
 
 def test_version_prints_the_package_version():
@@ -151,12 +151,6 @@ def test_serve_on_ipv6_loopback(processes):
     assert process.wait_for_line(r"serving on \[::1\]:")
     with grpc.insecure_channel(f"[::1]:{port}") as channel:
         assert check(channel, "") == SERVING
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serving(port: int) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.certs import make_certs
-from tests.helpers import ROOT, CLIProcess, wait_until
+from tests.helpers import ROOT, CLIProcess, free_port, wait_until
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 
@@ -31,12 +30,6 @@ def render(directory: Path) -> list[dict[str, Any]]:
     spec.loader.exec_module(module)
     manifests: list[dict[str, Any]] = module.render(directory)
     return manifests
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Pod:
