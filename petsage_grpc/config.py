@@ -8,7 +8,6 @@ from. This module imports nothing from grpc: the CLI reads it before grpc is loa
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -323,6 +322,8 @@ def _env_checks(raw: str) -> list[CheckSpec]:
 
 def _read_file(path: str) -> dict[str, Any]:
     """The settings of a TOML file: the options' fields at the top, and `[[check]]` tables."""
+    import tomllib  # here: most servers are configured without a file
+
     try:
         with open(path, "rb") as file:
             document = tomllib.load(file)

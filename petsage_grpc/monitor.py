@@ -18,10 +18,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from petsage_grpc.checks.runner import CheckRunner
 from petsage_grpc.checks.spec import CheckSpec, SpecError
 from petsage_grpc.health import NOT_SERVING, OVERALL, SERVING, HealthState, ServingStatus
+
+if TYPE_CHECKING:  # imported when the first check is added: many servers have none
+    from petsage_grpc.checks.runner import CheckRunner
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class HealthMonitor:
 
         Raises CheckSetupError if its name is taken or its python target does not import.
         """
+        from petsage_grpc.checks.runner import CheckRunner
+
         if any(r.spec.name == spec.name for r in self._runners):
             raise CheckSetupError(f"check {spec.name!r}: the name is taken")
         try:

@@ -4,14 +4,17 @@ deployment pipeline asks for them after a rollout."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
 from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
-from petsage_grpc.checks.runner import CheckRunner
 from petsage_grpc.health import OVERALL, SERVING
 from petsage_grpc.monitor import HealthMonitor
+
+if TYPE_CHECKING:
+    from petsage_grpc.checks.runner import CheckRunner
 
 SERVICE_NAME = smoke_pb2.DESCRIPTOR.services_by_name["SmokeService"].full_name
 

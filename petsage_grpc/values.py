@@ -4,7 +4,6 @@ settings and the dependency checks. Each parser raises ValueError with a message
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +80,7 @@ def format_address(host: str, port: int) -> str:
 
 def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """`parse` as an argparse type: its ValueError message becomes argparse's error."""
+    import argparse  # here: the server, when embedded, has no command line to parse
 
     def convert(text: str) -> Any:
         try:
