@@ -77,6 +77,13 @@ def _ms(seconds: float) -> int:
     return min(int(seconds * 1000), 2**31 - 1)
 
 
+WATCH = ("grpc.health.v1.Health", "Watch", "server_stream")
+WATCH_FLUSH = 0.5
+"""Seconds ended Watch streams get to send their last status before a stop cuts them."""
+STOP_POLL = 0.05
+"""How often a stop looks whether only Watch streams are left, in seconds."""
+
+
 class BindError(RuntimeError):
     """The server could not listen on its address; the message says why."""
 
@@ -248,12 +255,21 @@ class Server:
         stopping = asyncio.gather(*(server.stop(grace) for server in servers))
         if not forced:
             force = asyncio.ensure_future(self._force_requested.wait())
-            await asyncio.wait((stopping, force), return_when=asyncio.FIRST_COMPLETED)
+            stuck = asyncio.ensure_future(self._only_stuck_watches_left())
+            await asyncio.wait((stopping, force, stuck), return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
+            stuck.cancel()
             if not stopping.done():
-                log.info(
-                    "stopping at once: in-flight RPCs are cancelled", extra={"event": "forced"}
-                )
+                if self._force_requested.is_set():
+                    log.info(
+                        "stopping at once: in-flight RPCs are cancelled", extra={"event": "forced"}
+                    )
+                else:
+                    log.info(
+                        "ending %d Watch streams whose clients read nothing",
+                        self.state.watcher_count,
+                        extra={"event": "stuck_watches_ended"},
+                    )
                 await asyncio.gather(*(server.stop(None) for server in servers))
         await stopping
         if self._admin is not None:
@@ -261,6 +277,24 @@ class Server:
         forced = self._force_requested.is_set()
         log.info("stopped%s", " (forced)" if forced else "", extra={"event": "stopped"})
         return not forced
+
+    async def _only_stuck_watches_left(self) -> None:
+        """Return once every RPC but Watch streams has ended and the Watch streams still open
+        have had WATCH_FLUSH seconds to send their last status: their clients read nothing, and
+        would otherwise hold the stop for the whole grace period."""
+        loop = asyncio.get_running_loop()
+        quiet_since: float | None = None
+        while True:
+            busy = any(
+                count for method, count in self.metrics.in_flight().items() if method != WATCH
+            )
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= WATCH_FLUSH:
+                return
+            await asyncio.sleep(STOP_POLL)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from petsage_grpc.health import NOT_SERVING, SERVING
-from tests.helpers import WAIT, CLIProcess, check, wait_until, watch
+from tests.helpers import WAIT, CLIProcess, check, open_never_reading_watch, wait_until, watch
 
 
 def new_check_code(port: int) -> grpc.StatusCode:
@@ -117,3 +117,32 @@ def test_stop_signal_during_start_up_is_acted_on_once_serving(processes):
     assert process.wait() == 0
     assert any("received SIGTERM" in line for line in process.lines)
     assert any(line.endswith("stopped") for line in process.lines)
+
+
+def test_watch_client_that_never_reads_does_not_hold_up_the_stop(processes):
+    process, port = start(processes, "--grace-period", "300")
+    stuck = open_never_reading_watch(port, "")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream = watch(channel, "")
+            assert next(stream).status == SERVING
+            process.send(signal.SIGTERM)
+            assert [r.status for r in stream] == [NOT_SERVING]
+        assert process.wait(timeout=WAIT) == 0  # far inside the 300 s grace period
+    finally:
+        stuck.close()
+    assert any("Watch streams whose clients read nothing" in line for line in process.lines)
+
+
+def test_stuck_watch_does_not_cut_an_rpc_in_flight(processes):
+    process, port = start_slow(processes, grace=300)
+    stuck = open_never_reading_watch(port, "")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            future = channel.unary_unary("/petsage.test.Slow/Sleep").future(b"3", timeout=WAIT)
+            process.wait_for_line("sleep started")
+            process.send(signal.SIGTERM)
+            assert future.result(timeout=WAIT) == b"slept"
+        assert process.wait(timeout=WAIT) == 0
+    finally:
+        stuck.close()
