@@ -188,3 +188,13 @@ def test_bad_check_flag_is_refused(text):
 def test_port_is_plain_digits(text):
     with pytest.raises(ConfigError, match="invalid port"):
         Config.load({}, {"PETSAGE_PORT": text})
+
+
+def test_readme_documents_every_setting():
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        name for option in OPTIONS for name in (option.flag, option.env) if name not in readme
+    ]
+    assert missing == []
