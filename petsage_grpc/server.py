@@ -134,8 +134,7 @@ class Server:
         readiness once the required checks pass. Raises BindError or TLSError."""
         config = self.config
         options = grpc_options(config)
-        interceptors = [ServerInterceptor(self.metrics, access_log_health=config.access_log_health)]
-        server = grpc.aio.server(options=options, interceptors=interceptors)
+        server = grpc.aio.server(options=options, interceptors=[self._interceptor()])
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
             SmokeServicer(self.monitor, started=time.monotonic()), server
@@ -155,7 +154,9 @@ class Server:
         if config.health_port is not None:
             # Only grpc.health.v1, in plaintext: for kubelet probes of a pod whose main port
             # wants client certificates.
-            health_only = grpc.aio.server(options=options, interceptors=interceptors)
+            # Its own interceptor: one caches each method's handler, and must not hand this
+            # listener a method only the main port serves.
+            health_only = grpc.aio.server(options=options, interceptors=[self._interceptor()])
             health_pb2_grpc.add_HealthServicer_to_server(self._health, health_only)
             self.health_port = _bind(health_only, self.health_host, config.health_port, None)
             servers.append(health_only)
@@ -203,6 +204,9 @@ class Server:
         except OSError:
             raise BindError(_explain_bind_failure(host, port)) from None
         return admin
+
+    def _interceptor(self) -> ServerInterceptor:
+        return ServerInterceptor(self.metrics, access_log_health=self.config.access_log_health)
 
     @property
     def health_host(self) -> str:

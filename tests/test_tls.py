@@ -203,8 +203,15 @@ def test_health_port_answers_plaintext_check_while_main_port_wants_mtls(mtls_wit
         assert check(channel, "liveness") == SERVING
 
 
-def test_health_port_serves_nothing_but_health(mtls_with_health_port):
-    with health_only(mtls_with_health_port) as channel:
+def test_health_port_serves_nothing_but_health(certs):
+    with (
+        tls_server(certs, health_port=0) as server,
+        secure_channel(server.address, certs) as main,
+        health_only(server) as channel,
+    ):
+        # The main port serves SmokeTest and reflection first: that must change nothing here.
+        smoke_pb2_grpc.SmokeServiceStub(main).SmokeTest(smoke_pb2.SmokeTestRequest(), timeout=WAIT)
+        assert ProtoReflectionDescriptorDatabase(main).get_services()
         with pytest.raises(grpc.RpcError) as smoke:
             smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
                 smoke_pb2.SmokeTestRequest(), timeout=WAIT
