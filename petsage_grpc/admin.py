@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -65,7 +66,7 @@ class AdminApp:
 
     def respond(self, method: str, target: str) -> tuple[Response, dict[str, str]]:
         """The response to `method target`, and extra headers."""
-        path = target.split("?", 1)[0]
+        path = urllib.parse.urlsplit(target).path or "/"  # origin or absolute form
         route = self._routes.get(path)
         if route is None:
             return _json(404, {"error": "not found", "path": path}), {}

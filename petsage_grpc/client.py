@@ -36,7 +36,7 @@ def service_config(
         "methodConfig": [
             {
                 "name": [{}],  # every method
-                "timeout": f"{timeout:g}s",
+                "timeout": _duration(timeout),
                 "retryPolicy": {
                     "maxAttempts": max_attempts,
                     "initialBackoff": "0.05s",
@@ -47,6 +47,13 @@ def service_config(
             }
         ],
     }
+
+
+def _duration(seconds: float) -> str:
+    """A google.protobuf.Duration in JSON: decimal seconds, at most nine fraction digits."""
+    if not 0 < seconds < 315_576_000_000:
+        raise ValueError(f"timeout {seconds!r} out of range")
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
 def target(backends: str | Sequence[str]) -> str:

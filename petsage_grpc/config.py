@@ -32,11 +32,15 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names where it came from."""
 
 
+MAX_COUNT = 2**30
+"""The largest count a setting takes (grpc keeps its limits in 32-bit integers)."""
+
+
 def parse_count(text: str) -> int:
-    """Parse a whole number of at least 1."""
+    """Parse a whole number from 1 to MAX_COUNT."""
     digits = text.strip()
-    if not digits.isascii() or not digits.isdigit() or int(digits) < 1:
-        raise ValueError(f"invalid number {text!r} (a whole number of at least 1)")
+    if not digits.isascii() or not digits.isdigit() or not 1 <= int(digits) <= MAX_COUNT:
+        raise ValueError(f"invalid number {text!r} (a whole number from 1 to {MAX_COUNT})")
     return int(digits)
 
 

@@ -287,6 +287,8 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
 
     Nobody closes it: a client command ends the process when done, which is far cheaper.
     """
+    if args.addr.startswith(":"):  # as grpc-go dials it: ":50051" is this machine
+        args.addr = "localhost" + args.addr
     options: list[tuple[str, Any]] = [("grpc.primary_user_agent", args.user_agent)]
     if args.tls:
         roots = _read(args.tls_ca_cert, "CA certificates") if args.tls_ca_cert else None

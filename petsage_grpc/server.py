@@ -63,7 +63,10 @@ def grpc_options(config: Config) -> list[tuple[str, int]]:
         # after a rollout, would lose some. Let the Watch limit decide instead, with its clear
         # RESOURCE_EXHAUSTED.
         ("grpc.server.max_pending_requests", max(1000, config.max_watch_streams)),
-        ("grpc.server.max_pending_requests_hard_limit", 2 * max(1000, config.max_watch_streams)),
+        (
+            "grpc.server.max_pending_requests_hard_limit",
+            min(2 * max(1000, config.max_watch_streams), 2**31 - 1),
+        ),
     ]
     if config.max_connection_age > 0:
         options += [

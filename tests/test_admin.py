@@ -235,3 +235,10 @@ def test_build_info_and_process_metrics(admin):
     assert metrics[("petsage_build_info", labels(version=__version__))] == 1
     assert metrics[("process_resident_memory_bytes", ())] > 0
     assert metrics[("process_open_fds", ())] > 0
+
+
+def test_absolute_form_request_target_is_served(admin):
+    port = admin.server.admin_port
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(f"GET http://127.0.0.1:{port}/healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")

@@ -433,3 +433,8 @@ def test_client_commands_load_nothing_of_the_server():
         "petsage_grpc.config",
     ):
         assert unneeded not in loaded
+
+
+def test_probe_address_without_host_is_this_machine(server):
+    port = server.address.rsplit(":", 1)[1]
+    assert probe(f"-addr=:{port}") == (0, ["status: SERVING"])

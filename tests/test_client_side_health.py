@@ -157,3 +157,13 @@ def test_targets_from_addresses():
         target(["petsage:50051"])
     with pytest.raises(ValueError, match="cannot share"):
         target(["127.0.0.1:1", "[::1]:1"])
+
+
+@pytest.mark.parametrize("seconds", [0.00001, 2.5, 2592000.0])
+def test_service_config_timeouts_are_valid_durations(replicas, seconds):
+    with channel([replicas[0].server.address], timeout=seconds) as backends:
+        assert (
+            smoke_pb2_grpc.SmokeServiceStub(backends)
+            .SmokeTest(smoke_pb2.SmokeTestRequest(), timeout=WAIT)
+            .version
+        )

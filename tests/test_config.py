@@ -198,3 +198,11 @@ def test_readme_documents_every_setting():
         name for option in OPTIONS for name in (option.flag, option.env) if name not in readme
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "variable", ["PETSAGE_MAX_WATCH_STREAMS", "PETSAGE_MAX_RECEIVE_MESSAGE_BYTES"]
+)
+def test_counts_past_what_grpc_holds_are_refused(variable):
+    with pytest.raises(ConfigError, match=variable):
+        Config.load({}, {variable: "3000000000"})
