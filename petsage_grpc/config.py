@@ -64,6 +64,7 @@ class Config:
     tls_reload_interval: float = 10.0
     health_port: int | None = None
     health_host: str = ""
+    health_port_max_watch_streams: int = 100
     max_receive_message_bytes: int = 64 * 1024
     max_concurrent_streams: int = 1000
     keepalive_min_ping_interval: float = 10.0
@@ -258,6 +259,12 @@ OPTIONS: tuple[Option, ...] = (
         "address to listen on for --health-port (default: --host)",
         "HOST",
         show=_show_optional,
+    ),
+    Option(
+        "health_port_max_watch_streams",
+        parse_count,
+        "Watch streams open at once on --health-port (kept apart from --max-watch-streams)",
+        "N",
     ),
     Option(
         "max_receive_message_bytes",

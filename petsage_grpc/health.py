@@ -112,10 +112,7 @@ class HealthState:
     Every method may be called from any thread. None of them waits on I/O.
     """
 
-    def __init__(
-        self, *, max_watchers: int | None = None, max_unknown_services: int | None = None
-    ) -> None:
-        self.max_watchers = max_watchers
+    def __init__(self, *, max_unknown_services: int | None = None) -> None:
         self.max_unknown_services = max_unknown_services
         self._lock = threading.Lock()
         self._statuses: dict[str, ServingStatus] = {}
@@ -188,8 +185,7 @@ class HealthState:
 
         A service that is not registered reads SERVICE_UNKNOWN until it is. Call from the event
         loop that will read the watcher; close it with `unwatch()`. Raises WatchRefused when
-        `max_watchers` are open, or when `service` is unknown and `max_unknown_services` unknown
-        names are watched already.
+        `service` is unknown and `max_unknown_services` unknown names are watched already.
         """
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -212,8 +208,6 @@ class HealthState:
                     del self._watchers[watcher.service]
 
     def _admit_locked(self, service: str) -> None:
-        if self.max_watchers is not None and self._watcher_count >= self.max_watchers:
-            raise WatchRefused(f"{self._watcher_count} Watch streams are open, the most allowed")
         if (
             self.max_unknown_services is not None
             and service not in self._statuses
@@ -250,9 +244,19 @@ _RESPONSES = {
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """Check, Watch and List, read from a HealthState, with the semantics of the spec."""
 
-    def __init__(self, state: HealthState, *, max_service_name_bytes: int = 200) -> None:
+    def __init__(
+        self,
+        state: HealthState,
+        *,
+        max_service_name_bytes: int = 200,
+        max_watch_streams: int | None = None,
+    ) -> None:
+        """`max_watch_streams` caps the Watch streams open through this servicer (each listener
+        has its own servicer, so an unauthenticated port cannot use up another's streams)."""
         self._state = state
         self._max_name = max_service_name_bytes
+        self._max_streams = max_watch_streams
+        self._streams = 0
 
     async def _check_name(self, service: str, context: grpc.aio.ServicerContext) -> None:
         if len(service) > self._max_name // 4 and len(service.encode()) > self._max_name:
@@ -278,14 +282,22 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         # Written with context.write rather than as an async generator: each status then costs
         # one write, with no generator hop in between (nor in an interceptor's wrapper).
         await self._check_name(request.service, context)
+        if self._max_streams is not None and self._streams >= self._max_streams:
+            await abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._streams} Watch streams are open, the most allowed",
+            )
         try:
             watcher = self._state.watch(request.service)
         except WatchRefused as exc:
             await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        self._streams += 1
         try:
             while (status := await watcher.next()) is not None:
                 await context.write(_RESPONSES[status])
         finally:
+            self._streams -= 1
             self._state.unwatch(watcher)
 
     async def List(

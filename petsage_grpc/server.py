@@ -105,10 +105,7 @@ class Server:
     ) -> None:
         self.config = config
         self.state = (
-            HealthState(
-                max_watchers=config.max_watch_streams,
-                max_unknown_services=config.max_unknown_services,
-            )
+            HealthState(max_unknown_services=config.max_unknown_services)
             if state is None
             else state
         )
@@ -120,7 +117,9 @@ class Server:
         self._services = tuple(services)
         self.monitor = HealthMonitor(self.state, config.checks, self.service_names)
         self._health = HealthServicer(
-            self.state, max_service_name_bytes=config.max_service_name_bytes
+            self.state,
+            max_service_name_bytes=config.max_service_name_bytes,
+            max_watch_streams=config.max_watch_streams,
         )
         self._servers: list[grpc.aio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -160,7 +159,14 @@ class Server:
             # Its own interceptor: one caches each method's handler, and must not hand this
             # listener a method only the main port serves.
             health_only = grpc.aio.server(options=options, interceptors=[self._interceptor()])
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, health_only)
+            health_pb2_grpc.add_HealthServicer_to_server(
+                HealthServicer(
+                    self.state,
+                    max_service_name_bytes=config.max_service_name_bytes,
+                    max_watch_streams=config.health_port_max_watch_streams,
+                ),
+                health_only,
+            )
             self.health_port = _bind(health_only, self.health_host, config.health_port, None)
             servers.append(health_only)
         self.monitor.start()

@@ -101,3 +101,21 @@ def test_check_keeps_answering_through_a_flood_of_connections_and_watch_streams(
     with grpc.insecure_channel(server.address, options=OWN_CONNECTION) as channel:
         for _ in range(50):
             assert check(channel, "") == SERVING
+
+
+def test_watch_streams_of_the_health_port_cannot_use_up_the_main_ports():
+    settings = {"health_port": 0, "health_port_max_watch_streams": 2, "max_watch_streams": 2}
+    with ThreadedServer(make_config(**settings)) as server:
+        health_port = grpc.insecure_channel(f"127.0.0.1:{server.server.health_port}")
+        main = grpc.insecure_channel(server.address)
+        try:
+            flood = [watch(health_port, "") for _ in range(2)]
+            for stream in flood:
+                assert next(stream).status == SERVING
+            with pytest.raises(grpc.RpcError) as error:
+                next(watch(health_port, ""))
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert next(watch(main, "")).status == SERVING  # the main port's budget is intact
+        finally:
+            health_port.close()
+            main.close()
