@@ -54,7 +54,7 @@ class ServerTLS:
 
     async def watch(self, interval: float) -> None:
         """Every `interval` seconds, read the files; serve them from the next handshake on when
-        they changed and are good. Runs until cancelled."""
+        they changed and are good. Runs until cancelled; no bad file ends it."""
         while True:
             await asyncio.sleep(interval)
             self.reload()
@@ -63,7 +63,7 @@ class ServerTLS:
         """Read the files now; True if they changed and will be served from the next handshake."""
         try:
             files = self._read()
-        except TLSError as exc:
+        except Exception as exc:  # whatever is wrong with the files, keep serving the last good
             log.warning(
                 "TLS files not reloaded, the previous ones are still served: %s",
                 exc,
@@ -93,7 +93,11 @@ class ServerTLS:
         client_ca = _read(self.client_ca_path, "--tls-client-ca") if self.client_ca_path else None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            context.load_cert_chain(self.cert_path, self.key_path)
+            context.load_cert_chain(self.cert_path, self.key_path, password=_no_passphrase)
+        except _EncryptedKey:
+            raise TLSError(
+                f"--tls-key {self.key_path} is encrypted: give the key without a passphrase"
+            ) from None
         except ssl.SSLError as exc:
             raise TLSError(
                 f"--tls-cert {self.cert_path} and --tls-key {self.key_path} are not a "
@@ -110,6 +114,15 @@ class ServerTLS:
         if (cert, key) != (_read(self.cert_path, "--tls-cert"), _read(self.key_path, "--tls-key")):
             raise TLSError("the TLS files changed while being read")
         return _Files(cert, key, client_ca)
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_passphrase() -> bytes:
+    # Without this, ssl would ask for a passphrase on the terminal.
+    raise _EncryptedKey
 
 
 def _read(path: str, flag: str) -> bytes:

@@ -247,3 +247,52 @@ def test_health_port_from_the_cli_on_its_own_host(processes):
     port = int(process.wait_for_line(r"health-only plaintext port on \[::1\]:(\d+)").group(1))
     with grpc.insecure_channel(f"[::1]:{port}") as channel:
         assert check(channel, "") == SERVING
+
+
+# --- reloading, file by file ---------------------------------------------------------------
+
+
+def encrypted_copy(key: Path, to: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    to.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    return to
+
+
+def test_reload_serves_a_good_new_pair_and_keeps_the_last_good_one_otherwise(
+    certs, tmp_path, caplog
+):
+    from petsage_grpc.tls import ServerTLS
+
+    caplog.set_level("INFO", logger="petsage_grpc.tls")
+    tls = ServerTLS(str(certs.server.cert), str(certs.server.key))
+    assert tls.reload() is False  # nothing changed
+    renewed = certs.authority.server("renewed")
+    shutil.copyfile(renewed.cert, certs.server.cert)  # the key is not there yet
+    assert tls.reload() is False
+    assert "not a certificate and its key" in caplog.text
+    shutil.copyfile(encrypted_copy(renewed.key, tmp_path / "locked.key"), certs.server.key)
+    assert tls.reload() is False
+    assert "is encrypted" in caplog.text
+    shutil.copyfile(renewed.key, certs.server.key)
+    assert tls.reload() is True
+    assert tls._fetch() is not None  # the next handshake gets it, once
+    assert tls._fetch() is None
+    events = [getattr(r, "event", "") for r in caplog.records]
+    assert events.count("tls_reload_failed") == 2 and events[-1] == "tls_reloaded"
+
+
+def test_encrypted_key_at_start_up_is_one_line_and_exit_1(certs, tmp_path):
+    locked = encrypted_copy(certs.server.key, tmp_path / "locked.key")
+    result = run_cli("serve", "--tls-cert", str(certs.server.cert), "--tls-key", str(locked))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"petsage-grpc: error: --tls-key {locked} is encrypted: give the key without a passphrase"
+    ]
