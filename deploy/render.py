@@ -45,15 +45,15 @@ def merge(base: Any, change: Any) -> Any:
             merged[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
         return merged
     if _named(base) and _named(change):
-        merged_list = copy.deepcopy(base)
-        names = [item["name"] for item in merged_list]
-        for item in change:
-            if item["name"] in names:
-                index = names.index(item["name"])
-                merged_list[index] = merge(merged_list[index], item)
-            else:
-                merged_list.append(copy.deepcopy(item))
-        return merged_list
+        # As kustomize orders them: the patch's new items first, then the base's, merged.
+        changes = {item["name"]: item for item in change}
+        names = {item["name"] for item in base}
+        added = [copy.deepcopy(item) for item in change if item["name"] not in names]
+        kept = [
+            merge(item, changes[item["name"]]) if item["name"] in changes else copy.deepcopy(item)
+            for item in base
+        ]
+        return added + kept
     return copy.deepcopy(change)
 
 
