@@ -33,8 +33,11 @@ from petsage_grpc.smoke import verdict
 
 log = logging.getLogger(__name__)
 
-IDLE_TIMEOUT = 30.0
-"""Seconds a connection may stay idle, or take to send a request, before it is closed."""
+REQUEST_TIMEOUT = 30.0
+"""Seconds a connection has to send each whole request, idle time before it included."""
+
+MAX_CONNECTIONS = 64
+"""Connections served at once; more are closed at once (the endpoints answer in microseconds)."""
 
 Response = tuple[int, bytes, str]
 """(status code, body, content type)."""
@@ -102,8 +105,16 @@ class AdminApp:
 class AdminServer:
     """Serves an AdminApp over HTTP/1.1 on asyncio streams."""
 
-    def __init__(self, app: AdminApp) -> None:
+    def __init__(
+        self,
+        app: AdminApp,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self._app = app
+        self._request_timeout = request_timeout
+        self._max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -122,6 +133,9 @@ class AdminServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self._max_connections:
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
@@ -155,12 +169,15 @@ class AdminServer:
         self, connection: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         while True:
-            event = await self._next_event(connection, reader)
+            deadline = asyncio.get_running_loop().time() + self._request_timeout
+            event = await self._next_event(connection, reader, deadline)
             if isinstance(event, h11.ConnectionClosed | None):
                 return
             if not isinstance(event, h11.Request):
                 continue
-            while not isinstance(await self._next_event(connection, reader), h11.EndOfMessage):
+            while not isinstance(
+                await self._next_event(connection, reader, deadline), h11.EndOfMessage
+            ):
                 pass  # a body is not wanted: read past it
             method, target = (
                 event.method.decode("ascii", "replace"),
@@ -185,10 +202,15 @@ class AdminServer:
                 return
             connection.start_next_cycle()
 
-    async def _next_event(self, connection: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    async def _next_event(
+        self, connection: h11.Connection, reader: asyncio.StreamReader, deadline: float
+    ) -> Any:
+        """The next HTTP event; TimeoutError once `deadline` (loop time) passes: a client that
+        trickles its request in holds its connection no longer than REQUEST_TIMEOUT."""
+        loop = asyncio.get_running_loop()
         while True:
             event = connection.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT)
+            data = await asyncio.wait_for(reader.read(65536), max(deadline - loop.time(), 0))
             connection.receive_data(data)

@@ -1,7 +1,8 @@
 """The server interceptor: what every RPC of every service gets, written once.
 
 - Metrics: each RPC is counted when it starts and when it ends, with its status code, and unary
-  RPCs are timed (`RpcMetrics`).
+  RPCs are timed (`RpcMetrics`). Calls of unknown methods are counted under one name. (A request
+  over the size limit is refused by grpc core before any interceptor sees it.)
 - Malformed requests: a body that does not parse as the method's message is answered INTERNAL
   with what was wrong (as gRPC's status code table says, and grpc-go and grpc-java do), instead
   of grpc Python's UNKNOWN "Unexpected <class ...DecodeError>".
@@ -37,6 +38,8 @@ REJECTED = frozenset(
     }
 )
 REJECTION_LOGS_PER_SECOND = 5
+UNKNOWN_METHOD: Method = ("unknown", "unknown", "unknown")
+"""Where calls of methods the server does not have are counted."""
 
 
 class _Malformed:
@@ -155,7 +158,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if path in self._handlers:
             return self._handlers[path]
         handler = await continuation(handler_call_details)
-        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED; names are unbounded
+        if handler is None:  # grpc answers UNIMPLEMENTED; counted under one name (unbounded)
+            self.metrics.start(UNKNOWN_METHOD)
+            self.metrics.handle(UNKNOWN_METHOD, "UNIMPLEMENTED", None)
             return handler
         wrapped = self._wrap(path, handler)
         self._handlers[path] = wrapped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import urllib.error
@@ -16,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from petsage_grpc import __version__
+from petsage_grpc.admin import AdminApp, AdminServer
 from petsage_grpc.checks.spec import CheckSpec
-from petsage_grpc.health import NOT_SERVING
 from tests.helpers import WAIT, ThreadedServer, check, make_config, wait_until, watch
 
 MANUAL: dict[str, Any] = {"interval": 3600.0, "timeout": 1.0, "failure_threshold": 1}
@@ -208,7 +209,6 @@ def test_serving_gauge_follows_a_status_flip(admin):
     metrics = scrape(admin)
     assert metrics[("petsage_health_serving", labels(service="readiness"))] == 0
     assert metrics[("petsage_health_serving", labels(service="liveness"))] == 1
-    admin.server.monitor.set("petsage.v1.SmokeService", NOT_SERVING)
 
 
 def test_check_metrics_show_a_failing_check(tmp_path: Path):
@@ -242,3 +242,53 @@ def test_absolute_form_request_target_is_served(admin):
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
         sock.sendall(f"GET http://127.0.0.1:{port}/healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
+
+
+# --- the HTTP server against slow and many clients ----------------------------------------
+
+
+def test_client_trickling_its_request_is_closed_after_the_request_timeout():
+    async def scenario() -> bytes:
+        server = AdminServer(AdminApp(None, lambda: (b"", "")), request_timeout=0.3)  # type: ignore[arg-type]
+        port = await server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /hea")  # and never the rest
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), WAIT)  # b"" once closed
+        finally:
+            writer.close()
+            await server.stop()
+
+    assert asyncio.run(scenario()) == b""
+
+
+def test_connections_past_the_limit_are_closed_at_once():
+    async def scenario() -> list[bytes]:
+        server = AdminServer(AdminApp(None, lambda: (b"", "")), max_connections=2)  # type: ignore[arg-type]
+        port = await server.start("127.0.0.1", 0)
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return [await asyncio.wait_for(reader.read(), WAIT)]
+        finally:
+            writer.close()
+            for _, held_writer in held:
+                held_writer.close()
+            await server.stop()
+
+    assert asyncio.run(scenario()) == [b""]
+
+
+def test_calls_of_unknown_methods_are_counted_under_one_name(admin):
+    with grpc.insecure_channel(admin.address) as channel:
+        for method in ("/no.such.Service/A", "/grpc.health.v1.Health/Nope"):
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary(method)(b"", timeout=WAIT)
+    unknown = labels(
+        grpc_service="unknown",
+        grpc_method="unknown",
+        grpc_type="unknown",
+        grpc_code="UNIMPLEMENTED",
+    )
+    assert scrape(admin)[("grpc_server_handled_total", unknown)] == 2
