@@ -54,6 +54,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             "0",
             "--health-port",
             "0",
+            "--health-port-max-watch-streams",  # the floods below go to the health port
+            "5000",
             "--tls-cert",
             str(certs.server.cert),
             "--tls-key",
