@@ -35,6 +35,16 @@ def smoke(
     return response
 
 
+class Switch:
+    """A python check whose result the test sets."""
+
+    def __init__(self, passing: bool) -> None:
+        self.passing = passing
+
+    async def check(self) -> bool:
+        return self.passing
+
+
 def run_checks(server: ThreadedServer) -> None:
     """Run every check now, or wait for the runs in flight, and return once they have results."""
     server.run(server.server.monitor.run_checks(WAIT))
@@ -201,16 +211,15 @@ def test_fresh_run_of_checks_is_bounded_by_the_call_deadline():
 
 
 def test_failure_threshold_three_needs_three_failures():
-    outcome = {"pass": True}
+    outcome = Switch(passing=True)
 
-    async def flaky() -> bool:
-        return outcome["pass"]
-
-    spec = CheckSpec(name="flaky", kind="python", target=flaky, failure_threshold=3, **MANUAL)
+    spec = CheckSpec(
+        name="flaky", kind="python", target=outcome.check, failure_threshold=3, **MANUAL
+    )
     with serve_with(spec) as server, grpc.insecure_channel(server.address) as channel:
         run_checks(server)  # the first results are in
         assert_ready(channel, True)
-        outcome["pass"] = False
+        outcome.passing = False
         run_checks(server)
         run_checks(server)
         assert_ready(channel, True)
@@ -219,15 +228,12 @@ def test_failure_threshold_three_needs_three_failures():
 
 
 def test_success_threshold_two_needs_two_successes():
-    outcome = {"pass": False}
-
-    async def flaky() -> bool:
-        return outcome["pass"]
+    outcome = Switch(passing=False)
 
     spec = CheckSpec(
         name="flaky",
         kind="python",
-        target=flaky,
+        target=outcome.check,
         failure_threshold=1,
         success_threshold=2,
         **MANUAL,
@@ -235,7 +241,7 @@ def test_success_threshold_two_needs_two_successes():
     with serve_with(spec) as server, grpc.insecure_channel(server.address) as channel:
         run_checks(server)  # the first results are in
         assert_ready(channel, False)
-        outcome["pass"] = True
+        outcome.passing = True
         run_checks(server)
         assert_ready(channel, False)
         run_checks(server)
@@ -243,16 +249,15 @@ def test_success_threshold_two_needs_two_successes():
 
 
 def test_a_failure_between_successes_restarts_the_count():
-    outcome = {"pass": True}
+    outcome = Switch(passing=True)
 
-    async def flaky() -> bool:
-        return outcome["pass"]
-
-    spec = CheckSpec(name="flaky", kind="python", target=flaky, failure_threshold=2, **MANUAL)
+    spec = CheckSpec(
+        name="flaky", kind="python", target=outcome.check, failure_threshold=2, **MANUAL
+    )
     with serve_with(spec) as server, grpc.insecure_channel(server.address) as channel:
         run_checks(server)  # the first results are in
         for passes in (False, True, False, True):
-            outcome["pass"] = passes
+            outcome.passing = passes
             run_checks(server)
             assert_ready(channel, True)
 
