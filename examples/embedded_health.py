@@ -42,8 +42,8 @@ async def main(port: int) -> None:
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGUSR1, monitor.shutdown)  # maintenance
-    loop.add_signal_handler(signal.SIGUSR2, monitor.resume)
+    loop.add_signal_handler(signal.SIGUSR1, monitor.enter_maintenance)
+    loop.add_signal_handler(signal.SIGUSR2, monitor.leave_maintenance)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await monitor.close()  # everything NOT_SERVING, checks stop

@@ -61,8 +61,8 @@ class AdminApp:
         self._metrics = metrics
         self._routes: dict[str, Callable[[], Response]] = {
             "/metrics": self._prometheus,
-            "/healthz": lambda: self._probe(LIVENESS),
-            "/readyz": lambda: self._probe(READINESS),
+            "/healthz": lambda: self._service_status(LIVENESS),
+            "/readyz": lambda: self._service_status(READINESS),
             "/api/v1/smoke-test": self._smoke_test,
             "/api/v1/status": self._status,
         }
@@ -83,7 +83,7 @@ class AdminApp:
         body, content_type = self._metrics()
         return 200, body, content_type
 
-    def _probe(self, service: str) -> Response:
+    def _service_status(self, service: str) -> Response:
         status = self._monitor.state.get(service)
         serving = status == SERVING
         return _json(200 if serving else 503, {"status": "SERVING" if serving else "NOT_SERVING"})

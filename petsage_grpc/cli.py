@@ -4,7 +4,7 @@
 by a second signal); 2 usage error (a bad flag or `PETSAGE_*` value). Errors are one line on
 stderr. grpc is imported only once the arguments are known good, after its own logging is set
 quiet. The client commands (`probe`, `watch`, `list`, `smoke`) go straight to
-`petsage_grpc.probe`, with grpc_health_probe's flags and exit codes, importing nothing else.
+`petsage_grpc.commands`, with grpc_health_probe's flags and exit codes, importing nothing else.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments and arguments[0] in CLIENT_COMMANDS:
         verbose = {"-v", "--v", "-v=true", "--v=true"} & set(arguments)
         _quiet_grpc(verbose="ERROR" if verbose else "")
-        from petsage_grpc.probe import main as client_main
+        from petsage_grpc.commands import main as client_main
 
         return client_main(arguments[0], arguments[1:])
     parser = build_parser()
@@ -130,7 +130,8 @@ def _quiet_grpc(verbose: str) -> None:
 
     The C core writes some errors (TLS handshake failures, for one) straight to file descriptor 2
     whatever GRPC_VERBOSITY says, so that descriptor goes to /dev/null and Python's own stderr
-    (our messages and logs) moves to a copy of it.
+    (our messages and logs) moves to a copy of it. A crash still reports itself there:
+    faulthandler writes the Python traceback of a fatal signal (SIGSEGV, SIGABRT, ...) to the copy.
     """
     if "GRPC_VERBOSITY" in os.environ:
         return
@@ -143,6 +144,9 @@ def _quiet_grpc(verbose: str) -> None:
     os.dup2(devnull, 2)
     os.close(devnull)
     sys.stderr = os.fdopen(ours, "w", buffering=1, encoding=sys.stderr.encoding, errors="replace")
+    import faulthandler
+
+    faulthandler.enable(file=sys.stderr)
 
 
 def _setup_logging(level: str, log_format: str) -> None:

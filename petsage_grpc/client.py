@@ -20,6 +20,8 @@ from typing import Any
 
 import grpc
 
+from petsage_grpc.values import split_host_port
+
 DEFAULT_HEALTH_SERVICE = "readiness"
 DEFAULT_TIMEOUT = 10.0
 
@@ -68,16 +70,17 @@ def target(backends: str | Sequence[str]) -> str:
         raise ValueError("no backends")
     families = set()
     for backend in backends:
-        host, _, port = backend.rpartition(":")
         try:
-            families.add(ipaddress.ip_address(host.strip("[]")).version)
+            host, _ = split_host_port(backend)
+        except ValueError:
+            raise ValueError(f"{backend!r}: no port") from None
+        try:
+            families.add(ipaddress.ip_address(host).version)
         except ValueError:
             raise ValueError(
                 f"{backend!r}: list backends by IP address, or give one target such as "
                 "'dns:///petsage:50051'"
             ) from None
-        if not port.isdigit():
-            raise ValueError(f"{backend!r}: no port")
     if len(families) > 1:
         raise ValueError("IPv4 and IPv6 backends cannot share one target")
     return f"ipv{families.pop()}:" + ",".join(backends)

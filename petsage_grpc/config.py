@@ -16,6 +16,7 @@ from petsage_grpc.checks.spec import CheckSpec, SpecError, parse_check_flag, spe
 from petsage_grpc.values import (
     LOG_LEVELS,
     format_address,
+    format_seconds,
     parse_bool,
     parse_duration,
     parse_host,
@@ -139,10 +140,6 @@ class Option:
         return ENV_PREFIX + (self.flag_name or self.field).upper()
 
 
-def _show_duration(seconds: float) -> str:
-    return f"{seconds:g}s"
-
-
 def _show_bool(value: bool) -> str:
     return "on" if value else "off"
 
@@ -183,14 +180,14 @@ OPTIONS: tuple[Option, ...] = (
         parse_duration,
         "after a stop signal, how long to keep serving as NOT_SERVING so load balancers notice",
         "DURATION",
-        show=_show_duration,
+        show=format_seconds,
     ),
     Option(
         "grace_period",
         parse_duration,
         "after the drain delay, how long in-flight RPCs may take to finish",
         "DURATION",
-        show=_show_duration,
+        show=format_seconds,
     ),
     Option("log_level", parse_log_level, "one of: " + ", ".join(LOG_LEVELS), "LEVEL"),
     Option("reflection", parse_bool, "serve gRPC server reflection", show=_show_bool),
@@ -244,7 +241,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_duration,
         "how often the TLS files are looked at; changed files are served without a restart",
         "DURATION",
-        show=_show_duration,
+        show=format_seconds,
     ),
     Option(
         "health_port",
@@ -283,21 +280,21 @@ OPTIONS: tuple[Option, ...] = (
         parse_duration,
         "clients that ping more often than this are sent GOAWAY (too_many_pings)",
         "DURATION",
-        show=_show_duration,
+        show=format_seconds,
     ),
     Option(
         "max_connection_age",
         parse_duration,
         "connections older than this are asked to reconnect (GOAWAY); 0 for never",
         "DURATION",
-        show=_show_duration,
+        show=format_seconds,
     ),
     Option(
         "max_connection_age_grace",
         parse_duration,
         "after --max-connection-age, how long RPCs on the old connection may go on",
         "DURATION",
-        show=_show_duration,
+        show=format_seconds,
     ),
     Option(
         "admin_port",

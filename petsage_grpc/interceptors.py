@@ -1,15 +1,16 @@
 """The server interceptor: what every RPC of every service gets, written once.
 
-- Metrics: each RPC is counted when it starts and when it ends, with its status code, and unary
-  RPCs are timed (`RpcMetrics`). Calls of unknown methods are counted under one name. (A request
-  over the size limit is refused by grpc core before any interceptor sees it.)
-- Malformed requests: a body that does not parse as the method's message is answered INTERNAL
-  with what was wrong (as gRPC's status code table says, and grpc-go and grpc-java do), instead
-  of grpc Python's UNKNOWN "Unexpected <class ...DecodeError>".
+- In flight: each RPC is added to the server's `InFlight` as it starts and removed as it ends (the
+  stop sequence and the metrics read it).
+- Metrics: each RPC is counted when it ends, with its status code, and unary RPCs are timed
+  (`RpcMetrics`). Calls of unknown methods are counted under one name. (A request over the size
+  limit is refused by grpc core before any interceptor sees it.)
 - Logs: an access log line per RPC (for grpc.health.v1 only when asked: probes would flood it),
   and a warning, with the peer, for each rejected call (at most a few a second).
+- Malformed request bodies are answered INTERNAL (`malformed.answer_malformed`).
 
-Each method's wrapped handler is made once and kept.
+Each handler's wrapped form is made once and kept, keyed by the handler the server resolved, so
+one interceptor serves any number of listeners, each with its own services.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
-from petsage_grpc.metrics import Method, RpcMetrics
+from petsage_grpc.inflight import InFlight, Method
+from petsage_grpc.malformed import answer_malformed
+from petsage_grpc.metrics import RpcMetrics
 
 log = logging.getLogger("petsage_grpc.access")
 
@@ -41,24 +43,15 @@ REJECTION_LOGS_PER_SECOND = 5
 UNKNOWN_METHOD: Method = ("unknown", "unknown", "unknown")
 """Where calls of methods the server does not have are counted."""
 
+MAX_CACHED_HANDLERS = 10_000
+"""Wrapped handlers kept; past this many, each further one is wrapped anew on every call."""
 
-class _Malformed:
-    """Stands for a request that did not parse; the handler answers INTERNAL."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    def parse(data: bytes) -> Any:
-        try:
-            return deserialize(data)
-        except DecodeError as exc:
-            return _Malformed(f"malformed request: {exc}")
-
-    return parse
+_GRPC_TYPES = {
+    (False, False): ("unary_unary", "unary"),
+    (False, True): ("unary_stream", "server_stream"),
+    (True, False): ("stream_unary", "client_stream"),
+    (True, True): ("stream_stream", "bidi_stream"),
+}
 
 
 class _Rejections:
@@ -99,154 +92,123 @@ class _Rejections:
         )
 
 
-class _Observation:
-    """One RPC being handled: counted when it starts, and when it ends with its status code."""
+class _Method:
+    """What the interceptor knows of one method: its path, labels, and how to report its RPCs."""
 
-    __slots__ = ("_access", "_began", "_context", "_interceptor", "_method", "_path", "_streaming")
+    __slots__ = ("access", "interceptor", "label", "path", "streaming")
 
     def __init__(
-        self,
-        interceptor: ServerInterceptor,
-        path: str,
-        method: Method,
-        context: grpc.aio.ServicerContext,
-        access: bool,
-        *,
-        streaming: bool,
+        self, interceptor: ServerInterceptor, path: str, label: Method, streaming: bool
     ) -> None:
-        self._interceptor, self._path, self._method = interceptor, path, method
-        self._context, self._access, self._streaming = context, access, streaming
+        self.interceptor, self.path, self.label, self.streaming = (
+            interceptor,
+            path,
+            label,
+            streaming,
+        )
+        self.access = interceptor.access_log_health or not path.startswith(HEALTH_PREFIX)
+
+
+class _Observation:
+    """One RPC being handled: in flight from its start; at its end counted with its status code,
+    timed, logged."""
+
+    __slots__ = ("_began", "_context", "_method")
+
+    def __init__(self, method: _Method, context: grpc.aio.ServicerContext) -> None:
+        self._method, self._context = method, context
         self._began = 0.0
 
     def __enter__(self) -> None:
-        self._interceptor.metrics.start(self._method)
+        interceptor = self._method.interceptor
+        interceptor.metrics.start(self._method.label)
+        interceptor.in_flight.begin(self._method.label)
         self._began = time.perf_counter()
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        seconds = time.perf_counter() - self._began
+        method, context = self._method, self._context
+        interceptor = method.interceptor
         if kind is None:
-            code = self._context.code() or grpc.StatusCode.OK
+            code = context.code() or grpc.StatusCode.OK
         elif issubclass(kind, asyncio.CancelledError):
             code = grpc.StatusCode.CANCELLED
         else:  # an abort carries its code; any other exception is UNKNOWN to the client
-            code = self._context.code() or grpc.StatusCode.UNKNOWN
-        self._interceptor._end(
-            self._path,
-            self._method,
-            code,
-            self._began,
-            self._context,
-            self._access,
-            streaming=self._streaming,
-        )
+            code = context.code() or grpc.StatusCode.UNKNOWN
+        interceptor.in_flight.end(method.label)
+        interceptor.metrics.handle(method.label, code.name, None if method.streaming else seconds)
+        if code in REJECTED:
+            interceptor.rejections.log(method.path, code, context.details() or "", context.peer())
+        elif method.access:
+            log.info(
+                "%s %s %.2fms %s",
+                method.path,
+                code.name,
+                seconds * 1000,
+                context.peer(),
+                extra={
+                    "event": "rpc",
+                    "method": method.path,
+                    "code": code.name,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "peer": context.peer(),
+                },
+            )
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Counts, times and logs every RPC, and answers malformed requests INTERNAL."""
+    """Tracks, counts, times and logs every RPC, and answers malformed requests INTERNAL."""
 
-    def __init__(self, metrics: RpcMetrics, *, access_log_health: bool = False) -> None:
+    def __init__(
+        self, metrics: RpcMetrics, in_flight: InFlight, *, access_log_health: bool = False
+    ) -> None:
         self.metrics = metrics
-        self._access_log_health = access_log_health
-        self._rejections = _Rejections()
-        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+        self.in_flight = in_flight
+        self.access_log_health = access_log_health
+        self.rejections = _Rejections()
+        # The handler each listener resolved, and its wrapped form (the handler is kept, so its
+        # id is never reused while the entry lives).
+        self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        path = handler_call_details.method
-        if path in self._handlers:
-            return self._handlers[path]
         handler = await continuation(handler_call_details)
         if handler is None:  # grpc answers UNIMPLEMENTED; counted under one name (unbounded)
             self.metrics.start(UNKNOWN_METHOD)
             self.metrics.handle(UNKNOWN_METHOD, "UNIMPLEMENTED", None)
             return handler
-        wrapped = self._wrap(path, handler)
-        self._handlers[path] = wrapped
+        known = self._wrapped.get(id(handler))
+        if known is not None:
+            return known[1]
+        wrapped = self._wrap(handler_call_details.method, handler)
+        if len(self._wrapped) < MAX_CACHED_HANDLERS:  # a generic handler may make one per call
+            self._wrapped[id(handler)] = (handler, wrapped)
         return wrapped
 
     def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        kind = {
-            (False, False): "unary_unary",
-            (False, True): "unary_stream",
-            (True, False): "stream_unary",
-            (True, True): "stream_stream",
-        }[(handler.request_streaming, handler.response_streaming)]
-        behavior = getattr(handler, kind)
+        kind, grpc_type = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
         service, _, name = path[1:].rpartition("/")
-        grpc_type = {
-            "unary_unary": "unary",
-            "unary_stream": "server_stream",
-            "stream_unary": "client_stream",
-            "stream_stream": "bidi_stream",
-        }[kind]
-        observed = self._observed(
-            behavior, path, (service, name, grpc_type), handler.response_streaming
-        )
-        if observed is None:
-            return handler
-        changes: dict[str, Any] = {kind: observed}
-        if not handler.request_streaming and handler.request_deserializer is not None:
-            changes["request_deserializer"] = _tolerant(handler.request_deserializer)
-        return handler._replace(**changes)
-
-    def _observed(
-        self, behavior: Callable[..., Any], path: str, method: Method, streaming: bool
-    ) -> Callable[..., Any] | None:
-        """`behavior`, counted, timed, logged; None for a plain function, which grpc.aio would
-        run differently once wrapped."""
-        access = self._access_log_health or not path.startswith(HEALTH_PREFIX)
+        method = _Method(self, path, (service, name, grpc_type), handler.response_streaming)
+        handler = answer_malformed(handler)
+        behavior = getattr(handler, kind)
 
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with _Observation(self, path, method, context, access, streaming=True):
-                    if isinstance(request, _Malformed):
-                        await context.abort(grpc.StatusCode.INTERNAL, request.reason)
+                with _Observation(method, context):
                     async for response in behavior(request, context):
                         yield response
 
-            return stream
+            return handler._replace(**{kind: stream})
 
         if inspect.iscoroutinefunction(behavior):
 
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with _Observation(self, path, method, context, access, streaming=streaming):
-                    if isinstance(request, _Malformed):
-                        await context.abort(grpc.StatusCode.INTERNAL, request.reason)
+                with _Observation(method, context):
                     return await behavior(request, context)
 
-            return call
-        return None
-
-    def _end(
-        self,
-        path: str,
-        method: Method,
-        code: grpc.StatusCode,
-        began: float,
-        context: grpc.aio.ServicerContext,
-        access: bool,
-        *,
-        streaming: bool,
-    ) -> None:
-        seconds = time.perf_counter() - began
-        self.metrics.handle(method, code.name, None if streaming else seconds)
-        if code in REJECTED:
-            self._rejections.log(path, code, context.details() or "", context.peer())
-        elif access:
-            log.info(
-                "%s %s %.2fms %s",
-                path,
-                code.name,
-                seconds * 1000,
-                context.peer(),
-                extra={
-                    "event": "rpc",
-                    "method": path,
-                    "code": code.name,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "peer": context.peer(),
-                },
-            )
+            return handler._replace(**{kind: call})
+        return handler  # a plain function, which grpc.aio would run differently once wrapped

@@ -2,7 +2,8 @@
 for this), and turned into Prometheus metrics only when scraped.
 
 `RpcMetrics` is what the server interceptor counts. `build_registry()` makes the Prometheus
-registry that the admin port serves: the RPC counts and handling-time histogram, in-flight RPCs,
+registry that the admin port serves: the RPC counts and handling-time histogram, in-flight RPCs
+(from `InFlight`),
 open Watch streams, each service's serving status, each check's result, latency and consecutive
 failures, build info and process metrics. prometheus_client is imported there, not before.
 """
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from petsage_grpc import __version__
 from petsage_grpc.health import SERVING, HealthState
+from petsage_grpc.inflight import InFlight, Method
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -41,9 +43,6 @@ BUCKETS = (
     10.0,
 )
 """Handling-time histogram bounds, in seconds: health RPCs take well under a millisecond."""
-
-Method = tuple[str, str, str]
-"""(gRPC service, method, type: unary, server_stream, client_stream or bidi_stream)."""
 
 
 class _Timing:
@@ -79,18 +78,14 @@ class RpcMetrics:
             timing.count += 1
             timing.total += seconds
 
-    def in_flight(self) -> dict[Method, int]:
-        ended: dict[Method, int] = {}
-        for (method, _), count in self.handled.items():
-            ended[method] = ended.get(method, 0) + count
-        return {method: count - ended.get(method, 0) for method, count in self.started.items()}
-
 
 class _Collector:
     """Reads the counts, the health state and the checks at scrape time."""
 
-    def __init__(self, rpcs: RpcMetrics, state: HealthState, monitor: HealthMonitor) -> None:
-        self._rpcs, self._state, self._monitor = rpcs, state, monitor
+    def __init__(
+        self, rpcs: RpcMetrics, in_flight: InFlight, state: HealthState, monitor: HealthMonitor
+    ) -> None:
+        self._rpcs, self._in_flight, self._state, self._monitor = rpcs, in_flight, state, monitor
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -133,7 +128,7 @@ class _Collector:
         in_flight = GaugeMetricFamily(
             "grpc_server_in_flight_rpcs", "RPCs being handled now.", labels=labels
         )
-        for method, count in sorted(self._rpcs.in_flight().items()):
+        for method, count in sorted(self._in_flight.counts().items()):
             in_flight.add_metric(list(method), count)
         yield in_flight
 
@@ -184,13 +179,13 @@ class _Collector:
 
 
 def build_registry(
-    rpcs: RpcMetrics, state: HealthState, monitor: HealthMonitor
+    rpcs: RpcMetrics, in_flight: InFlight, state: HealthState, monitor: HealthMonitor
 ) -> CollectorRegistry:
     """A Prometheus registry of this server's metrics and the process's."""
     from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(rpcs, state, monitor))
+    registry.register(_Collector(rpcs, in_flight, state, monitor))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -4,7 +4,7 @@ the status of the service names with a fixed meaning:
 - `liveness`: SERVING while the process can answer; it never depends on other systems and is
   NOT_SERVING only once the server is shutting down (`close()`).
 - `readiness` and `""`: SERVING only while every required check passes and the monitor is not in
-  maintenance (`shutdown()` until `resume()`) or closed.
+  maintenance (`enter_maintenance()` until `leave_maintenance()`) or closed.
 - every other service the server hosts (`petsage.v1.SmokeService`, ...): follows readiness, until
   the application sets its status itself with `set()`.
 
@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 
 from petsage_grpc.checks.spec import CheckSpec, SpecError
 from petsage_grpc.health import NOT_SERVING, OVERALL, SERVING, HealthState, ServingStatus
+from petsage_grpc.values import first_and_more
 
 if TYPE_CHECKING:  # imported when the first check is added: many servers have none
-    from petsage_grpc.checks.runner import CheckRunner
+    from petsage_grpc.checks.runner import CheckRunner, Clock
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,12 @@ class HealthMonitor:
         state: HealthState,
         checks: Iterable[CheckSpec] = (),
         services: Iterable[str] = (),
+        *,
+        clock: Clock = time.monotonic,
     ) -> None:
+        """`clock` (seconds, monotonic) tells the checks' results' age: tests pass their own."""
         self.state = state
+        self._clock = clock
         self._runners: list[CheckRunner] = []
         self._followers = [READINESS, OVERALL, *services]
         self._pinned: set[str] = set()
@@ -79,13 +84,13 @@ class HealthMonitor:
         if any(r.spec.name == spec.name for r in self._runners):
             raise CheckSetupError(f"check {spec.name!r}: the name is taken")
         try:
-            runner = CheckRunner(spec, self._on_result)
+            runner = CheckRunner(spec, self._on_result, clock=self._clock)
         except SpecError as exc:
             raise CheckSetupError(f"check {spec.name!r}: {exc}") from None
         self._runners.append(runner)
         if self._started:
             runner.start()
-            self._evaluate()
+            self.evaluate()
 
     def start(self) -> None:
         """Register every service, set liveness SERVING, and start the checks. Call on the loop."""
@@ -100,7 +105,7 @@ class HealthMonitor:
                 self.state.set(service, NOT_SERVING)
         for runner in self._runners:
             runner.start()
-        self._evaluate()
+        self.evaluate()
         self._watchdog = asyncio.create_task(self._watch_for_stale_results(), name="watchdog")
 
     async def close(self) -> None:
@@ -112,16 +117,16 @@ class HealthMonitor:
             task.cancel()
         await asyncio.gather(*(runner.stop() for runner in self._runners))
 
-    def shutdown(self) -> None:
+    def enter_maintenance(self) -> None:
         """Enter maintenance: readiness and the services that follow it go NOT_SERVING; liveness
         stays SERVING, so Kubernetes takes the pod out of load balancing without restarting it."""
         self._maintenance = True
-        self._evaluate()
+        self.evaluate()
 
-    def resume(self) -> None:
+    def leave_maintenance(self) -> None:
         """Leave maintenance: readiness follows the checks again."""
         self._maintenance = False
-        self._evaluate()
+        self.evaluate()
 
     def set(self, service: str, status: ServingStatus) -> None:
         """Set a hosted service's status; from now on it no longer follows readiness."""
@@ -138,7 +143,7 @@ class HealthMonitor:
 
     def failing(self, *, required: bool) -> list[tuple[CheckRunner, str]]:
         """The checks, required or optional, that do not pass now, each with why."""
-        now = time.monotonic()
+        now = self._clock()
         return [
             (runner, runner.why_failing(now))
             for runner in self._runners
@@ -149,17 +154,25 @@ class HealthMonitor:
         """Why readiness is NOT_SERVING (empty when it is SERVING)."""
         if self._maintenance:
             return "in maintenance"
-        failing = self.failing(required=True)
-        if not failing:
-            return ""
-        runner, why = failing[0]
-        more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
-        return f"required check {runner.spec.name!r} fails: {why}{more}"
+        return self.failing_summary(required=True)
+
+    def failing_summary(self, *, required: bool) -> str:
+        """The first required (or optional) check that fails, and how many more do; empty when
+        none fails: `required check 'db' fails: connection refused (and 1 more)`."""
+        kind = "required" if required else "optional"
+        return first_and_more(
+            [
+                f"{kind} check {runner.spec.name!r} fails: {why}"
+                for runner, why in self.failing(required=required)
+            ]
+        )
 
     def _on_result(self, runner: CheckRunner) -> None:
-        self._evaluate()
+        self.evaluate()
 
-    def _evaluate(self) -> None:
+    def evaluate(self) -> None:
+        """Look at the checks' results now, and set readiness and its followers to match. Each
+        result does this, and a watchdog each second, for results that went stale."""
         if not self._started:
             return
         problem = self.readiness_problem()
@@ -190,4 +203,4 @@ class HealthMonitor:
     async def _watch_for_stale_results(self) -> None:
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
-            self._evaluate()
+            self.evaluate()

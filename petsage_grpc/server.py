@@ -28,12 +28,13 @@ from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
 from petsage_grpc.config import Config
 from petsage_grpc.health import HealthServicer, HealthState
+from petsage_grpc.inflight import InFlight, Method
 from petsage_grpc.interceptors import ServerInterceptor
 from petsage_grpc.metrics import RpcMetrics
 from petsage_grpc.monitor import HealthMonitor
 from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
 from petsage_grpc.smoke import SmokeServicer
-from petsage_grpc.values import format_address
+from petsage_grpc.values import format_address, format_seconds
 
 if TYPE_CHECKING:  # imported where used: a server without them starts faster
     from petsage_grpc.admin import AdminServer
@@ -80,11 +81,9 @@ def _ms(seconds: float) -> int:
     return min(int(seconds * 1000), 2**31 - 1)
 
 
-WATCH = ("grpc.health.v1.Health", "Watch", "server_stream")
+WATCH: Method = ("grpc.health.v1.Health", "Watch", "server_stream")
 WATCH_FLUSH = 0.5
 """Seconds ended Watch streams get to send their last status before a stop cuts them."""
-STOP_POLL = 0.05
-"""How often a stop looks whether only Watch streams are left, in seconds."""
 
 
 class BindError(RuntimeError):
@@ -113,14 +112,13 @@ class Server:
         self.health_port: int | None = None
         self.admin_port: int | None = None
         self.metrics = RpcMetrics()
+        self.in_flight = InFlight()
+        self._interceptor = ServerInterceptor(
+            self.metrics, self.in_flight, access_log_health=config.access_log_health
+        )
         self._admin: AdminServer | None = None
         self._services = tuple(services)
         self.monitor = HealthMonitor(self.state, config.checks, self.service_names)
-        self._health = HealthServicer(
-            self.state,
-            max_service_name_bytes=config.max_service_name_bytes,
-            max_watch_streams=config.max_watch_streams,
-        )
         self._servers: list[grpc.aio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
@@ -135,38 +133,26 @@ class Server:
         """Bind the ports, start the checks and serving; liveness is SERVING at once, and
         readiness once the required checks pass. Raises BindError or TLSError."""
         config = self.config
-        options = grpc_options(config)
-        server = grpc.aio.server(options=options, interceptors=[self._interceptor()])
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
-            SmokeServicer(self.monitor, started=time.monotonic()), server
-        )
-        server.add_generic_rpc_handlers(self._services)
-        if config.reflection:
-            reflection.enable_server_reflection(
-                (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), server
-            )
         tls = None
         if config.tls:
             from petsage_grpc.tls import ServerTLS
 
             tls = ServerTLS(config.tls_cert, config.tls_key, config.tls_client_ca)
-        self.port = _bind(server, config.host, config.port, tls)
-        servers = [server]
+        main = self._listener(config.max_watch_streams)
+        smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
+            SmokeServicer(self.monitor, started=time.monotonic()), main
+        )
+        main.add_generic_rpc_handlers(self._services)
+        if config.reflection:
+            reflection.enable_server_reflection(
+                (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), main
+            )
+        self.port = _bind(main, config.host, config.port, tls)
+        servers = [main]
         if config.health_port is not None:
             # Only grpc.health.v1, in plaintext: for kubelet probes of a pod whose main port
             # wants client certificates.
-            # Its own interceptor: one caches each method's handler, and must not hand this
-            # listener a method only the main port serves.
-            health_only = grpc.aio.server(options=options, interceptors=[self._interceptor()])
-            health_pb2_grpc.add_HealthServicer_to_server(
-                HealthServicer(
-                    self.state,
-                    max_service_name_bytes=config.max_service_name_bytes,
-                    max_watch_streams=config.health_port_max_watch_streams,
-                ),
-                health_only,
-            )
+            health_only = self._listener(config.health_port_max_watch_streams)
             self.health_port = _bind(health_only, self.health_host, config.health_port, None)
             servers.append(health_only)
         self.monitor.start()
@@ -177,26 +163,39 @@ class Server:
         self._servers = servers
         if tls is not None:
             self._tasks.append(asyncio.create_task(tls.watch(config.tls_reload_interval)))
-        security = "plaintext" if tls is None else "mTLS" if tls.mutual else "TLS"
-        log.info(
-            "petsage-grpc %s serving on %s (%s)",
-            __version__,
-            format_address(config.host, self.port),
-            security,
-            extra={"event": "serving", "port": self.port, "listener": "main", "tls": security},
+        self._log_started("plaintext" if tls is None else "mTLS" if tls.mutual else "TLS")
+
+    def _listener(self, max_watch_streams: int) -> grpc.aio.Server:
+        """A grpc server serving grpc.health.v1 from the state, with its own Watch stream budget
+        (so that one listener cannot use up another's), and the interceptor."""
+        server = grpc.aio.server(
+            options=grpc_options(self.config), interceptors=[self._interceptor]
         )
+        health = HealthServicer(
+            self.state,
+            max_service_name_bytes=self.config.max_service_name_bytes,
+            max_watch_streams=max_watch_streams,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        return server
+
+    def _log_started(self, security: str) -> None:
+        config = self.config
+        listeners = [("main", config.host, self.port, f"petsage-grpc {__version__} serving on")]
         if self.health_port is not None:
-            log.info(
-                "health-only plaintext port on %s",
-                format_address(self.health_host, self.health_port),
-                extra={"event": "serving", "port": self.health_port, "listener": "health"},
+            listeners.append(
+                ("health", self.health_host, self.health_port, "health-only plaintext port on")
             )
         if self.admin_port is not None:
-            log.info(
-                "admin HTTP port on %s",
-                format_address(config.admin_host, self.admin_port),
-                extra={"event": "serving", "port": self.admin_port, "listener": "admin"},
-            )
+            listeners.append(("admin", config.admin_host, self.admin_port, "admin HTTP port on"))
+        for listener, host, port, what in listeners:
+            assert port is not None
+            fields: dict[str, object] = {"event": "serving", "port": port, "listener": listener}
+            suffix = ""
+            if listener == "main":
+                fields["tls"] = security
+                suffix = f" ({security})"
+            log.info("%s %s%s", what, format_address(host, port), suffix, extra=fields)
 
     async def _start_admin(self, host: str, port: int) -> AdminServer:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -204,7 +203,7 @@ class Server:
         from petsage_grpc.admin import AdminApp, AdminServer
         from petsage_grpc.metrics import build_registry
 
-        registry = build_registry(self.metrics, self.state, self.monitor)
+        registry = build_registry(self.metrics, self.in_flight, self.state, self.monitor)
         admin = AdminServer(
             AdminApp(self.monitor, lambda: (generate_latest(registry), CONTENT_TYPE_LATEST))
         )
@@ -213,9 +212,6 @@ class Server:
         except OSError:
             raise BindError(_explain_bind_failure(host, port)) from None
         return admin
-
-    def _interceptor(self) -> ServerInterceptor:
-        return ServerInterceptor(self.metrics, access_log_health=self.config.access_log_health)
 
     @property
     def health_host(self) -> str:
@@ -239,9 +235,9 @@ class Server:
                 self._on_signal(signum)
         await self.start()
         await self._stop_requested.wait()
-        return 0 if await self.shutdown() else 1
+        return 0 if await self.drain_and_stop() else 1
 
-    async def shutdown(self) -> bool:
+    async def drain_and_stop(self) -> bool:
         """Drain and stop (see the module docstring). Returns False if the stop was forced."""
         servers, self._servers = self._servers, []
         if not servers:
@@ -252,26 +248,30 @@ class Server:
         await self.monitor.close()
         if config.drain_delay > 0 and not self._force_requested.is_set():
             log.info(
-                "draining: NOT_SERVING for %gs before stopping",
-                config.drain_delay,
+                "draining: NOT_SERVING for %s before stopping",
+                format_seconds(config.drain_delay),
                 extra={"event": "draining", "drain_delay": config.drain_delay},
             )
             await _wait(self._force_requested, config.drain_delay)
         forced = self._force_requested.is_set()
         grace = 0.0 if forced else config.grace_period
         log.info(
-            "stopping: new RPCs refused, in-flight RPCs have %gs to finish",
-            grace,
+            "stopping: new RPCs refused, in-flight RPCs have %s to finish",
+            format_seconds(grace),
             extra={"event": "stopping", "grace_period": grace},
         )
         self.state.end_watches()
         stopping = asyncio.gather(*(server.stop(grace) for server in servers))
         if not forced:
             force = asyncio.ensure_future(self._force_requested.wait())
-            stuck = asyncio.ensure_future(self._only_stuck_watches_left())
+            # Once every RPC but Watch streams has ended and the Watch streams still open have
+            # had WATCH_FLUSH seconds to send their last status, their clients read nothing and
+            # would hold the stop for the whole grace period.
+            stuck = asyncio.ensure_future(self.in_flight.quiet(WATCH, WATCH_FLUSH))
             await asyncio.wait((stopping, force, stuck), return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
             stuck.cancel()
+            await asyncio.gather(force, stuck, return_exceptions=True)
             if not stopping.done():
                 if self._force_requested.is_set():
                     log.info(
@@ -290,24 +290,6 @@ class Server:
         forced = self._force_requested.is_set()
         log.info("stopped%s", " (forced)" if forced else "", extra={"event": "stopped"})
         return not forced
-
-    async def _only_stuck_watches_left(self) -> None:
-        """Return once every RPC but Watch streams has ended and the Watch streams still open
-        have had WATCH_FLUSH seconds to send their last status: their clients read nothing, and
-        would otherwise hold the stop for the whole grace period."""
-        loop = asyncio.get_running_loop()
-        quiet_since: float | None = None
-        while True:
-            busy = any(
-                count for method, count in self.metrics.in_flight().items() if method != WATCH
-            )
-            if busy:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = loop.time()
-            elif loop.time() - quiet_since >= WATCH_FLUSH:
-                return
-            await asyncio.sleep(STOP_POLL)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -352,9 +334,9 @@ def _explain_bind_failure(host: str, port: int) -> str:
     except socket.gaierror as exc:
         return f"cannot listen on {shown}: cannot resolve host {host!r} ({exc.strerror})"
     for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
+        with socket.socket(family, kind, proto) as trial:
             try:
-                probe.bind(address)
+                trial.bind(address)
             except OSError as exc:
                 return f"cannot listen on {shown}: {exc.strerror}"
     return f"cannot listen on {shown}"

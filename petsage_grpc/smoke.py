@@ -36,14 +36,9 @@ def verdict(monitor: HealthMonitor) -> tuple[smoke_pb2.SmokeStatus, str]:
         return smoke_pb2.SMOKE_STATUS_FAILING, f"PetSage is not ready: {problem}"
     if monitor.state.get(OVERALL) != SERVING:
         return smoke_pb2.SMOKE_STATUS_FAILING, "PetSage is not serving"
-    failing = monitor.failing(required=False)
-    if failing:
-        runner, why = failing[0]
-        more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
-        return (
-            smoke_pb2.SMOKE_STATUS_DEGRADED,
-            f"PetSage is degraded: optional check {runner.spec.name!r} fails: {why}{more}",
-        )
+    degraded = monitor.failing_summary(required=False)
+    if degraded:
+        return smoke_pb2.SMOKE_STATUS_DEGRADED, f"PetSage is degraded: {degraded}"
     return smoke_pb2.SMOKE_STATUS_OK, OK_MESSAGE
 
 

@@ -1,11 +1,13 @@
-"""Parsing of setting values (durations, ports, hosts, levels, booleans), shared by the server's
-settings and the dependency checks. Each parser raises ValueError with a message fit for a user.
+"""Values as people write and read them: parsing of settings (durations, ports, hosts, levels,
+booleans, `host:port`), shared by the server's settings, the dependency checks and the client
+commands, and the few ways values are shown back (seconds, addresses, "(and N more)").
+Each parser raises ValueError with a message fit for a user.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -71,6 +73,27 @@ def parse_bool(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"invalid boolean {text!r} (true or false)")
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` as (host, port): an IPv6 literal loses its brackets (`[::1]:80` is `::1`)."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid address {address!r} (want host:port)")
+    return host, int(port)
+
+
+def format_seconds(seconds: float) -> str:
+    """A number of seconds as settings are shown: `10s`, `0.5s`, `1e-06s`."""
+    return f"{seconds:g}s"
+
+
+def first_and_more(items: Sequence[str]) -> str:
+    """The first of `items`, and how many more there are: `x (and 2 more)`."""
+    more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+    return f"{items[0]}{more}" if items else ""
 
 
 def format_address(host: str, port: int) -> str:

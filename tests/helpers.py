@@ -72,7 +72,7 @@ class ThreadedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.run(self.server.shutdown())
+        self.run(self.server.drain_and_stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(WAIT)
         self.loop.close()

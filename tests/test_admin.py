@@ -64,7 +64,7 @@ def test_healthz_and_readyz_are_200_while_serving(admin):
 
 
 def test_readyz_is_503_in_maintenance_while_healthz_stays_200(admin):
-    admin.server.monitor.shutdown()
+    admin.server.monitor.enter_maintenance()
     assert get_json(admin, "/readyz") == (503, {"status": "NOT_SERVING"})
     assert get_json(admin, "/healthz") == (200, {"status": "SERVING"})
 
@@ -205,7 +205,7 @@ def test_open_watch_streams_show_in_flight(admin):
 
 def test_serving_gauge_follows_a_status_flip(admin):
     assert scrape(admin)[("petsage_health_serving", labels(service="readiness"))] == 1
-    admin.server.monitor.shutdown()
+    admin.server.monitor.enter_maintenance()
     metrics = scrape(admin)
     assert metrics[("petsage_health_serving", labels(service="readiness"))] == 0
     assert metrics[("petsage_health_serving", labels(service="liveness"))] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -237,3 +238,13 @@ def test_check_flag_drives_readiness(processes, tmp_path):
         )
         assert check(channel, "readiness") == NOT_SERVING
         assert check(channel, "liveness") == SERVING
+
+
+def test_crash_report_reaches_stderr(processes):
+    # grpc core's fd 2 goes to /dev/null; a fatal signal's Python traceback must not.
+    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0"])
+    processes.append(process)
+    process.wait_for_port()
+    process.send(signal.SIGSEGV)
+    process.wait_for_line("Fatal Python error: Segmentation fault")
+    process.wait_for_line(r'File ".*", line \d+')

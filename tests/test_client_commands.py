@@ -104,7 +104,7 @@ def test_probe_not_serving_is_exit_4(reference):
 
 
 def test_probe_not_serving_petsage_is_exit_4(server):
-    server.server.monitor.shutdown()
+    server.server.monitor.enter_maintenance()
     assert probe("-addr", server.address, "-service", "readiness")[0] == 4
     assert probe("-addr", server.address, "-service", "liveness")[0] == 0
 
@@ -317,9 +317,9 @@ def test_watch_prints_each_change_and_exits_with_the_last_status(processes, serv
     )
     processes.append(process)
     process.wait_for_line(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ status: SERVING$")
-    server.server.monitor.shutdown()
+    server.server.monitor.enter_maintenance()
     process.wait_for_line(r"Z status: NOT_SERVING$")
-    server.run(server.server.shutdown())  # the stream ends with OK
+    server.run(server.server.drain_and_stop())  # the stream ends with OK
     assert process.wait() == 4
 
 
@@ -404,7 +404,7 @@ def test_smoke_lists_checks_and_degraded_is_exit_5(tmp_path: Path):
 
 
 def test_smoke_failing_is_exit_4(server):
-    server.server.monitor.shutdown()
+    server.server.monitor.enter_maintenance()
     result = run_cli("smoke", "-addr", server.address)
     assert result.returncode == 4
     assert "FAILING" in result.stdout
@@ -426,7 +426,7 @@ def test_client_commands_load_nothing_of_the_server():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
     )
     loaded = result.stdout.split()
-    assert "petsage_grpc.probe" in loaded
+    assert "petsage_grpc.commands" in loaded
     for unneeded in (
         "petsage_grpc.server",
         "petsage_grpc.monitor",

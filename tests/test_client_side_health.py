@@ -116,9 +116,9 @@ def test_replica_flapping_many_times_a_second_fails_no_call(replicas):
 
     async def flap() -> None:
         for _ in range(200):  # the load under test: 400 status changes, about 200 a second
-            monitor.shutdown()
+            monitor.enter_maintenance()
             await asyncio.sleep(0.0025)
-            monitor.resume()
+            monitor.leave_maintenance()
             await asyncio.sleep(0.0025)
 
     caller = Caller(replicas)
@@ -134,7 +134,7 @@ def test_every_replica_draining_fails_calls_clearly(replicas):
     caller = Caller(replicas)
     caller.call(3)
     for replica in replicas:
-        replica.server.server.monitor.shutdown()
+        replica.server.server.monitor.enter_maintenance()
     codes: list[grpc.StatusCode] = []
 
     def refused() -> bool:

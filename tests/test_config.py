@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 import pytest
 
@@ -190,14 +191,27 @@ def test_port_is_plain_digits(text):
         Config.load({}, {"PETSAGE_PORT": text})
 
 
-def test_readme_documents_every_setting():
+def test_readme_documents_every_setting_variable():
     from tests.helpers import ROOT
 
     readme = (ROOT / "README.md").read_text()
-    missing = [
-        name for option in OPTIONS for name in (option.flag, option.env) if name not in readme
+    assert [option.env for option in OPTIONS if option.env not in readme] == []
+
+
+def test_readme_documents_every_serve_flag():
+    from petsage_grpc.cli import build_parser
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    commands: Any = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    flags = [
+        flag
+        for action in commands["serve"]._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag != "--help"
     ]
-    assert missing == []
+    assert "--no-access-log-health" in flags  # argparse's negative forms are read too
+    assert [flag for flag in flags if f"`{flag}" not in readme] == []
 
 
 @pytest.mark.parametrize(

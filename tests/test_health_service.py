@@ -179,7 +179,7 @@ def test_watch_streams_end_ok_when_the_server_stops():
     with ThreadedServer() as running, grpc.insecure_channel(running.address) as chan:
         stream = watch(chan, "")
         assert next(stream).status == SERVING
-        running.run(running.server.shutdown())
+        running.run(running.server.drain_and_stop())
         assert [r.status for r in stream] == [NOT_SERVING]
         assert stream.code() == grpc.StatusCode.OK
 

@@ -223,7 +223,7 @@ def test_health_port_serves_nothing_but_health(certs):
 
 
 def test_health_port_follows_the_same_state(mtls_with_health_port):
-    mtls_with_health_port.server.monitor.shutdown()
+    mtls_with_health_port.server.monitor.enter_maintenance()
     with health_only(mtls_with_health_port) as channel:
         assert check(channel, "readiness") != SERVING
 

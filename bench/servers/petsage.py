@@ -28,7 +28,7 @@ async def main() -> None:
             server.state.set("", health_pb2.HealthCheckResponse.ServingStatus.Value(command[1]))
             print("ok", flush=True)
     server.request_stop(force=True)
-    await server.shutdown()
+    await server.drain_and_stop()
 
 
 if __name__ == "__main__":

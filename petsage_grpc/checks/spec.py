@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from petsage_grpc.values import parse_bool, parse_duration
+from petsage_grpc.values import parse_bool, parse_duration, split_host_port
 
 KINDS = ("tcp", "grpc", "http", "file", "python")
 
@@ -81,8 +81,11 @@ def _target_problem(kind: str, target: object) -> tuple[str, str] | None:
     if not isinstance(target, str) or not target.strip():
         return "target", "must not be empty"
     if kind == "tcp":
-        host, _, port = target.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        try:
+            _, port = split_host_port(target)
+        except ValueError:
+            port = 0
+        if port == 0:
             return "target", f"must be host:port, not {target!r}"
     if kind == "http" and not target.startswith(("http://", "https://")):
         return "target", f"must be an http:// or https:// URL, not {target!r}"

@@ -1,6 +1,6 @@
-"""Probes: one run of a dependency check of each kind. A probe returns when the dependency is
-healthy and raises `ProbeFailed` (or any exception) saying why when it is not. Timeouts are the
-runner's job, not the probe's.
+"""Checkers: what one run of a dependency check does, for each kind. A checker's `run()` returns
+when the dependency is healthy and raises `CheckFailed` (or any exception) saying why when it is
+not. Timeouts and scheduling are the runner's job, not the checker's.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from petsage_grpc.checks.spec import CheckSpec, PythonCheck, SpecError
+from petsage_grpc.values import split_host_port
 
 
-class ProbeFailed(Exception):
+class CheckFailed(Exception):
     """The dependency answered, and the answer is a failure."""
 
 
 @dataclass(frozen=True)
-class Probe:
-    """Runs one check's probe; `close()` releases what it holds (a gRPC channel)."""
+class Checker:
+    """Runs one check once; `close()` releases what it holds (a gRPC channel)."""
 
     run: Callable[[], Awaitable[None]]
     close: Callable[[], Awaitable[None]]
@@ -35,33 +36,32 @@ async def _nothing() -> None:
     return None
 
 
-def make_probe(spec: CheckSpec) -> Probe:
-    """The probe of `spec`. Raises SpecError if a python target cannot be imported."""
+def make_checker(spec: CheckSpec) -> Checker:
+    """The checker of `spec`. Raises SpecError if a python target cannot be imported."""
     if spec.kind == "grpc":
-        return _grpc_probe(spec)
+        return _grpc_checker(spec)
     makers: dict[str, Callable[[CheckSpec], Callable[[], Awaitable[None]]]] = {
-        "tcp": _tcp_probe,
-        "http": _http_probe,
-        "file": _file_probe,
-        "python": _python_probe,
+        "tcp": _tcp_check,
+        "http": _http_check,
+        "file": _file_check,
+        "python": _python_check,
     }
-    return Probe(makers[spec.kind](spec), _nothing)
+    return Checker(makers[spec.kind](spec), _nothing)
 
 
-def _tcp_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+def _tcp_check(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
     assert isinstance(spec.target, str)
-    host, _, port = spec.target.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_host_port(spec.target)
 
     async def run() -> None:
-        _, writer = await asyncio.open_connection(host, int(port))
+        _, writer = await asyncio.open_connection(host, port)
         writer.close()
         await writer.wait_closed()
 
     return run
 
 
-def _grpc_probe(spec: CheckSpec) -> Probe:
+def _grpc_checker(spec: CheckSpec) -> Checker:
     assert isinstance(spec.target, str)
     target = spec.target
     request = health_pb2.HealthCheckRequest(service=spec.service)
@@ -75,19 +75,19 @@ def _grpc_probe(spec: CheckSpec) -> Probe:
                 request, timeout=spec.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise ProbeFailed(f"{exc.code().name}: {exc.details()}") from None
+            raise CheckFailed(f"{exc.code().name}: {exc.details()}") from None
         if response.status != health_pb2.HealthCheckResponse.SERVING:
             name = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-            raise ProbeFailed(f"{spec.service or 'the server'} is {name}")
+            raise CheckFailed(f"{spec.service or 'the server'} is {name}")
 
     async def close() -> None:
         for channel in channels:
             await channel.close()
 
-    return Probe(run, close)
+    return Checker(run, close)
 
 
-def _http_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+def _http_check(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
     import http.client  # here: only servers with http checks pay for importing it
     import urllib.parse
 
@@ -107,7 +107,7 @@ def _http_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
         finally:
             connection.close()
         if not 200 <= status < 400:
-            raise ProbeFailed(f"HTTP {status}")
+            raise CheckFailed(f"HTTP {status}")
 
     async def run() -> None:
         await asyncio.to_thread(get)
@@ -115,23 +115,23 @@ def _http_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
     return run
 
 
-def _file_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+def _file_check(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
     assert isinstance(spec.target, str)
     path = spec.target
 
     async def run() -> None:
         if await asyncio.to_thread(os.path.lexists, path):
-            raise ProbeFailed(f"{path} exists")
+            raise CheckFailed(f"{path} exists")
 
     return run
 
 
-def _python_probe(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
+def _python_check(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
     function = resolve_python_check(spec.target)
 
     async def run() -> None:
         if await function() is False:
-            raise ProbeFailed("returned False")
+            raise CheckFailed("returned False")
 
     return run
 

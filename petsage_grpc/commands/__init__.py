@@ -21,214 +21,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from petsage_grpc.values import argument_type, parse_duration
-
-EXIT_OK, EXIT_ARGS, EXIT_CONNECT, EXIT_RPC, EXIT_UNHEALTHY, EXIT_DEGRADED = 0, 1, 2, 3, 4, 5
-
-
-class Exit(Exception):
-    """Stop the command: print `message` (if any) to stderr and exit with `code`."""
-
-    def __init__(self, code: int, message: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# --- Go's flag syntax and durations ---------------------------------------------------------
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds from a Go duration (`1s`, `250ms`, `1m30s`) or a plain number of seconds."""
-    return parse_duration(text)
-
-
-def format_go_duration(seconds: float) -> str:
-    """A duration as Go's time.Duration prints it: `1s`, `250ms`, `1.5s`, `2m0s`."""
-    if seconds == 0:
-        return "0s"
-    if seconds < 1:
-        for unit, size in (("ms", 1e-3), ("µs", 1e-6)):
-            if seconds >= size:
-                return f"{seconds / size:.6g}{unit}"
-        return f"{seconds * 1e9:.0f}ns"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{secs:.9f}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{int(hours)}h{int(minutes)}m{text}"
-    if minutes:
-        return f"{int(minutes)}m{text}"
-    return text
-
-
-def _go_bool(text: str) -> bool:
-    value = text.lower()
-    if value in ("1", "t", "true"):
-        return True
-    if value in ("0", "f", "false"):
-        return False
-    raise ValueError(f"invalid boolean value {text!r}")
-
-
-class _GoFlagParser(argparse.ArgumentParser):
-    """argparse taught Go's flag spelling; a bad flag is exit code 1, as grpc_health_probe."""
-
-    def error(self, message: str) -> NoReturn:
-        raise Exit(EXIT_ARGS, f"error: {message}")
-
-
-def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
-    if kwargs.pop("boolean", False):
-        kwargs.update(nargs="?", const=True, default=False, type=argument_type(_go_bool))
-    parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
-
-
-def build_parser(command: str) -> argparse.ArgumentParser:
-    descriptions = {
-        "probe": "Check one service's health, as grpc_health_probe does.",
-        "watch": "Stream a service's status changes, one line each, until interrupted.",
-        "list": "Print every service the server reports and its status (the List RPC).",
-        "smoke": "Run SmokeTest and print its report; exit 0 only when the status is OK.",
-    }
-    parser = _GoFlagParser(
-        prog=f"petsage-grpc {command}",
-        description=descriptions[command],
-        allow_abbrev=False,
-        epilog="exit codes: 0 success, 1 invalid arguments, 2 connection failure, "
-        "3 RPC failure, 4 not SERVING (smoke: FAILING), 5 smoke: DEGRADED",
-    )
-    _flag(parser, "addr", default="", metavar="HOST:PORT", help="(required) address to connect to")
-    if command in ("probe", "watch"):
-        _flag(parser, "service", default="", help='service name to check (default: "")')
-    duration = argument_type(parse_go_duration)
-    _flag(
-        parser,
-        "connect-timeout",
-        type=duration,
-        default=1.0,
-        metavar="DURATION",
-        help="timeout for establishing the connection (default 1s)",
-    )
-    rpc_help = {
-        "watch": "timeout for the first status (default 1s); later ones may take any time",
-        "smoke": "timeout for the SmokeTest RPC (default 10s)",
-    }.get(command, "timeout for the RPC (default 1s)")
-    _flag(
-        parser,
-        "rpc-timeout",
-        type=duration,
-        default=10.0 if command == "smoke" else 1.0,
-        metavar="DURATION",
-        help=rpc_help,
-    )
-    _flag(parser, "user-agent", default="grpc_health_probe", help="user-agent of the RPCs")
-    _flag(
-        parser,
-        "rpc-header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="additional RPC header; repeatable",
-    )
-    _flag(parser, "gzip", boolean=True, help="compress requests with gzip")
-    _flag(parser, "v", boolean=True, help="verbose logs")
-    _flag(parser, "tls", boolean=True, help="use TLS (default: plaintext)")
-    _flag(
-        parser,
-        "tls-no-verify",
-        boolean=True,
-        help="(with -tls) do not verify the server's certificate (INSECURE)",
-    )
-    _flag(
-        parser,
-        "tls-ca-cert",
-        default="",
-        metavar="FILE",
-        help="(with -tls) trusted certificates for verifying the server",
-    )
-    _flag(
-        parser,
-        "tls-client-cert",
-        default="",
-        metavar="FILE",
-        help="(with -tls) client certificate (requires -tls-client-key)",
-    )
-    _flag(
-        parser,
-        "tls-client-key",
-        default="",
-        metavar="FILE",
-        help="(with -tls) client private key (requires -tls-client-cert)",
-    )
-    _flag(
-        parser,
-        "tls-server-name",
-        default="",
-        help="(with -tls) the name to verify the server's certificate against",
-    )
-    if command == "smoke":
-        _flag(parser, "deep", boolean=True, help="run every dependency check now")
-        _flag(parser, "json", boolean=True, help="print the response as JSON")
-    return parser
-
-
-def _validate(args: argparse.Namespace) -> None:
-    """grpc_health_probe's argument checks, with its messages."""
-    problems = [
-        (not args.addr, "-addr not specified"),
-        (
-            args.connect_timeout <= 0,
-            "-connect-timeout must be greater than zero (specified: "
-            f"{format_go_duration(args.connect_timeout)})",
-        ),
-        (
-            args.rpc_timeout <= 0,
-            "-rpc-timeout must be greater than zero (specified: "
-            f"{format_go_duration(args.rpc_timeout)})",
-        ),
-        (not args.tls and args.tls_no_verify, "specified -tls-no-verify without specifying -tls"),
-        (not args.tls and args.tls_ca_cert, "specified -tls-ca-cert without specifying -tls"),
-        (
-            not args.tls and args.tls_client_cert,
-            "specified -tls-client-cert without specifying -tls",
-        ),
-        (
-            not args.tls and args.tls_server_name,
-            "specified -tls-server-name without specifying -tls",
-        ),
-        (
-            args.tls_client_cert and not args.tls_client_key,
-            "specified -tls-client-cert without specifying -tls-client-key",
-        ),
-        (
-            args.tls_client_key and not args.tls_client_cert,
-            "specified -tls-client-key without specifying -tls-client-cert",
-        ),
-        (
-            args.tls_no_verify and args.tls_ca_cert,
-            "cannot specify -tls-ca-cert with -tls-no-verify (CA cert would not be used)",
-        ),
-        (
-            args.tls_no_verify and args.tls_server_name,
-            "cannot specify -tls-server-name with -tls-no-verify (server name would not be used)",
-        ),
-    ]
-    for bad, message in problems:
-        if bad:
-            raise Exit(EXIT_ARGS, f"error: {message}")
-    for header in args.rpc_header:
-        name, sep, _ = header.partition(":")
-        if not sep or not name.strip():
-            raise Exit(EXIT_ARGS, f"error: invalid RPC header {header!r} (want 'name: value')")
-
-
-# --- the connection ---------------------------------------------------------------------------
+from petsage_grpc.commands.grpc_health_probe import (
+    EXIT_ARGS,
+    EXIT_CONNECT,
+    EXIT_DEGRADED,
+    EXIT_OK,
+    EXIT_RPC,
+    EXIT_UNHEALTHY,
+    Exit,
+    build_parser,
+    format_go_duration,
+    go_quote,
+    go_status,
+    no_verify_roots,
+    validate,
+)
 
 
 def _read(path: str, what: str) -> bytes:
@@ -243,45 +55,6 @@ def _read(path: str, what: str) -> bytes:
         ) from None
 
 
-def _no_verify_roots(addr: str, timeout: float) -> tuple[bytes, str]:
-    """For -tls-no-verify: trust whatever certificate the server presents.
-
-    grpc Python cannot turn verification off, so the server's own certificate, fetched without
-    verifying it, becomes the trusted root, and a name it carries the name to expect.
-    """
-    import socket
-    import ssl
-
-    host, _, port = addr.rpartition(":")
-    host = host.strip("[]")
-
-    def handshake(context: ssl.SSLContext) -> ssl.SSLSocket:
-        sock = socket.create_connection((host, int(port)), timeout=timeout)
-        return context.wrap_socket(sock, server_hostname=host)
-
-    try:
-        blind = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        blind.check_hostname = False
-        blind.verify_mode = ssl.CERT_NONE
-        with handshake(blind) as tls:
-            der = tls.getpeercert(binary_form=True)
-        if der is None:
-            raise ValueError("the server presented no certificate")
-        pem = ssl.DER_cert_to_PEM_cert(der)
-        # Trust that certificate alone, once more, to have ssl decode the names it carries.
-        pinned = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        pinned.check_hostname = False
-        pinned.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        pinned.load_verify_locations(cadata=pem)
-        with handshake(pinned) as tls:
-            decoded: dict[str, Any] = dict(tls.getpeercert() or {})
-    except (OSError, ValueError) as exc:
-        raise Exit(EXIT_CONNECT, f"error: failed to connect service at {addr!r}: {exc}") from None
-    names = [value for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS"]
-    names += [v for rdn in decoded.get("subject", ()) for k, v in rdn if k == "commonName"]
-    return pem.encode(), names[0] if names else host
-
-
 def open_channel(args: argparse.Namespace) -> grpc.Channel:
     """A channel to `-addr` as the flags say; waits until connected (exit 2 on failure).
 
@@ -294,7 +67,7 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
         roots = _read(args.tls_ca_cert, "CA certificates") if args.tls_ca_cert else None
         server_name = args.tls_server_name
         if args.tls_no_verify:
-            roots, server_name = _no_verify_roots(args.addr, args.connect_timeout)
+            roots, server_name = no_verify_roots(args.addr, args.connect_timeout)
         key = _read(args.tls_client_key, "client key") if args.tls_client_key else None
         chain = _read(args.tls_client_cert, "client certificate") if args.tls_client_cert else None
         credentials = grpc.ssl_channel_credentials(roots, key, chain)
@@ -310,7 +83,7 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
     except grpc.FutureTimeoutError:
         raise Exit(
             EXIT_CONNECT,
-            f"timeout: failed to connect service {_go_quote(args.addr)} within "
+            f"timeout: failed to connect service {go_quote(args.addr)} within "
             f"{format_go_duration(args.connect_timeout)}",
         ) from None
     args.connect_took = time.monotonic() - started
@@ -346,22 +119,12 @@ def _rpc_failure(error: grpc.RpcError, args: argparse.Namespace, what: str = "he
             EXIT_RPC,
             f"timeout: {what} rpc did not complete within {format_go_duration(args.rpc_timeout)}",
         )
-    return Exit(EXIT_RPC, f"error: {what} rpc failed: {_go_status(error)}")
+    return Exit(EXIT_RPC, f"error: {what} rpc failed: {go_status(error)}")
 
 
 def _details(error: grpc.RpcError) -> str:
     details = error.details()
     return f": {details}" if details else ""
-
-
-def _go_status(error: grpc.RpcError) -> str:
-    """An RPC error as grpc-go prints one: `rpc error: code = NotFound desc = ...`."""
-    name = "".join(part.title() for part in error.code().name.split("_"))
-    return f"rpc error: code = {name} desc = {error.details()}"
-
-
-def _go_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _verbose(args: argparse.Namespace, message: str) -> None:
@@ -389,7 +152,7 @@ def probe(args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     status = _status_name(response.status)
     if response.status != health_pb2.HealthCheckResponse.SERVING:
-        raise Exit(EXIT_UNHEALTHY, f"service unhealthy (responded with {_go_quote(status)})")
+        raise Exit(EXIT_UNHEALTHY, f"service unhealthy (responded with {go_quote(status)})")
     _verbose(
         args,
         f"time elapsed: connect={format_go_duration(args.connect_took)} "
@@ -519,7 +282,7 @@ def main(command: str, argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # end a watch cleanly
     try:
         args = build_parser(command).parse_args(argv)
-        _validate(args)
+        validate(args)
         if args.v:
             _verbose(args, "parsed options:")
             _verbose(
