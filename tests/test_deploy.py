@@ -24,7 +24,8 @@ KUBERNETES = ROOT / "deploy" / "kubernetes"
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
-    spec = importlib.util.spec_from_file_location("render", ROOT / "deploy" / "render.py")
+    """The manifests as real kustomize renders them: deploy/validate.py's `kubectl kustomize`."""
+    spec = importlib.util.spec_from_file_location("validate", ROOT / "deploy" / "validate.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
