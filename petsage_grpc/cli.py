@@ -10,11 +10,12 @@ quiet. The client commands (`probe`, `watch`, `list`, `smoke`) go straight to
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
 
 from petsage_grpc import __version__
 from petsage_grpc.values import argument_type
@@ -90,14 +91,14 @@ CLIENT_COMMANDS = {
 
 
 def run() -> NoReturn:
-    """The `petsage-grpc` program. A client command leaves at once when done: tearing down
-    grpc's channels and threads would cost an exec probe more than the whole probe."""
+    """The `petsage-grpc` program. It leaves at once when done, without waiting for threads:
+    tearing down grpc's channels and threads would cost an exec probe more than the whole probe,
+    and a thread a dependency holds (a DNS lookup that hangs) must not hold a server's exit."""
     code = main()
-    if len(sys.argv) > 1 and sys.argv[1] in CLIENT_COMMANDS:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,8 +164,6 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda received, _: early_signals.append(received))
 
-    import asyncio
-
     from petsage_grpc.config import Config, ConfigError
 
     try:
@@ -184,7 +183,24 @@ def _serve(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_USAGE
     try:
-        return asyncio.run(server.serve(early_signals=early_signals))
+        return _run_until_stopped(server.serve(early_signals=early_signals))
     except (BindError, TLSError) as exc:
         _error(str(exc))
         return EXIT_FAILURE
+
+
+def _run_until_stopped(serving: Coroutine[Any, Any, int]) -> int:
+    """asyncio.run, but for its last step: it does not wait for the loop's default executor,
+    whose threads a dependency can hold (a DNS lookup that hangs) long after the stop."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(serving)
+    finally:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=1.0))
+        loop.close()  # shuts the default executor down without waiting for its threads

@@ -56,6 +56,8 @@ class Config:
     log_level: str = "info"
     reflection: bool = True
     checks: tuple[CheckSpec, ...] = ()
+    services: tuple[str, ...] = ()
+    fresh_run_reuse: float = 1.0
     max_watch_streams: int = 20_000
     max_unknown_services: int = 100
     max_service_name_bytes: int = 200
@@ -103,16 +105,19 @@ class Config:
         """
         path = flags.get("config") or environ.get(CONFIG_ENV)
         values = _read_file(path) if path else {}
-        checks = list(values.pop("checks", ()))
         for option in OPTIONS:
-            if option.repeat:
-                checks += [*_env_checks(environ.get(option.env, "")), *(flags.get("checks") or ())]
+            if option.repeat:  # the file's, then the variable's, then the flags' add up
+                raw = environ.get(option.env, "")
+                values[option.field] = (
+                    *values.get(option.field, ()),
+                    *(_parse(option, v, option.env) for v in raw.split(option.repeat) if v.strip()),
+                    *(flags.get(option.field) or ()),
+                )
             elif flags.get(option.field) is not None:
                 values[option.field] = flags[option.field]
             elif option.env in environ:
                 values[option.field] = _parse(option, environ[option.env], option.env)
-        values["checks"] = tuple(checks)
-        names = [check.name for check in checks]
+        names = [check.name for check in values["checks"]]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ConfigError(f"checks: more than one check is named {duplicates[0]!r}")
@@ -128,7 +133,7 @@ class Option:
     help: str
     metavar: str | None = None  # None: a boolean --NAME / --no-NAME pair
     show: Callable[[Any], str] = str  # how help text shows the default
-    repeat: bool = False  # a flag given once per value; its variable separates values with ';'
+    repeat: str = ""  # a flag given once per value; its variable separates values with this
     flag_name: str | None = None
 
     @property
@@ -144,8 +149,16 @@ def _show_bool(value: bool) -> str:
     return "on" if value else "off"
 
 
-def _show_checks(checks: Sequence[CheckSpec]) -> str:
+def _show_checks(items: Sequence[object]) -> str:
     return "none"
+
+
+def parse_service_name(text: str) -> str:
+    """Parse a gRPC service name to declare in health: not one of the reserved names."""
+    name = text.strip()
+    if name in ("", "liveness", "readiness") or any(c.isspace() for c in name):
+        raise ValueError(f'invalid service name {text!r} (liveness, readiness and "" are fixed)')
+    return name
 
 
 def parse_log_format(text: str) -> str:
@@ -198,8 +211,25 @@ OPTIONS: tuple[Option, ...] = (
         "failure_threshold=3,success_threshold=1,required=true,service=S]; repeatable",
         "SPEC",
         show=_show_checks,
-        repeat=True,
+        repeat=CHECK_ENV_SEPARATOR,
         flag_name="check",
+    ),
+    Option(
+        "services",
+        parse_service_name,
+        "a gRPC service name to answer health for, beside the hosted ones (as a sidecar does);"
+        " it follows readiness and the checks scoped to it; repeatable",
+        "NAME",
+        show=_show_checks,
+        repeat=",",
+        flag_name="service",
+    ),
+    Option(
+        "fresh_run_reuse",
+        parse_duration,
+        "a fresh run of the checks (SmokeTest run_checks) reuses results younger than this",
+        "DURATION",
+        show=format_seconds,
     ),
     Option(
         "max_watch_streams",
@@ -321,13 +351,6 @@ def _parse(option: Option, raw: str, where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _env_checks(raw: str) -> list[CheckSpec]:
-    option = next(o for o in OPTIONS if o.repeat)
-    return [
-        _parse(option, spec, option.env) for spec in raw.split(CHECK_ENV_SEPARATOR) if spec.strip()
-    ]
-
-
 def _read_file(path: str) -> dict[str, Any]:
     """The settings of a TOML file: the options' fields at the top, and `[[check]]` tables."""
     import tomllib  # here: most servers are configured without a file
@@ -344,15 +367,24 @@ def _read_file(path: str) -> dict[str, Any]:
     for key, value in document.items():
         if key == "check":
             values["checks"] = _file_checks(path, value)
+        elif key == "services":
+            values["services"] = _file_services(path, value)
         elif key in by_field:
             if isinstance(value, dict | list):
                 raise ConfigError(f"{path}: {key}: must be a single value")
             text = str(value).lower() if isinstance(value, bool) else str(value)
             values[key] = _parse(by_field[key], text, f"{path}: {key}")
         else:
-            known = ", ".join(["check", *by_field])
+            known = ", ".join(["check", "services", *by_field])
             raise ConfigError(f"{path}: {key}: unknown key (known: {known})")
     return values
+
+
+def _file_services(path: str, value: object) -> tuple[str, ...]:
+    option = next(o for o in OPTIONS if o.field == "services")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: services: must be a list of service names")
+    return tuple(_parse(option, name, f"{path}: services") for name in value)
 
 
 def _file_checks(path: str, tables: object) -> list[CheckSpec]:

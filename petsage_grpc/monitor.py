@@ -3,10 +3,14 @@ the status of the service names with a fixed meaning:
 
 - `liveness`: SERVING while the process can answer; it never depends on other systems and is
   NOT_SERVING only once the server is shutting down (`close()`).
-- `readiness` and `""`: SERVING only while every required check passes and the monitor is not in
-  maintenance (`enter_maintenance()` until `leave_maintenance()`) or closed.
-- every other service the server hosts (`petsage.v1.SmokeService`, ...): follows readiness, until
-  the application sets its status itself with `set()`.
+- `readiness` and `""`: SERVING only while every required check that is not scoped to services
+  passes and the monitor is not in maintenance (`enter_maintenance()` until
+  `leave_maintenance()`) or closed.
+- every other service the server hosts or declares (`petsage.v1.SmokeService`, ...): SERVING
+  while readiness is and every required check scoped to it passes, until the application sets
+  its status itself with `set()`. A check scoped to services (`services=[...]`) so moves only
+  those, never readiness: a dependency of one service must not take the whole pod out of load
+  balancing.
 
 Checks write, RPCs read: nothing here runs on a request path except `run_checks()`, which a
 SmokeTest asks for explicitly.
@@ -37,6 +41,11 @@ WATCHDOG_INTERVAL = 1.0
 """How often stale results are looked for, in seconds."""
 
 
+def _applies(spec: CheckSpec, service: str) -> bool:
+    """Whether a check counts for `service`: an unscoped one for all, a scoped one for its own."""
+    return not spec.services or service in spec.services
+
+
 class CheckSetupError(ValueError):
     """A check cannot be set up (such as a python target that does not import)."""
 
@@ -51,16 +60,21 @@ class HealthMonitor:
         services: Iterable[str] = (),
         *,
         clock: Clock = time.monotonic,
+        fresh_run_reuse: float = 1.0,
     ) -> None:
-        """`clock` (seconds, monotonic) tells the checks' results' age: tests pass their own."""
+        """`clock` (seconds, monotonic) tells the checks' results' age: tests pass their own.
+        `fresh_run_reuse`: `run_checks()` reuses a check's result younger than this."""
         self.state = state
         self._clock = clock
+        self._fresh_run_reuse = fresh_run_reuse
         self._runners: list[CheckRunner] = []
-        self._followers = [READINESS, OVERALL, *services]
+        self._followers = [READINESS, OVERALL]
         self._pinned: set[str] = set()
         self._maintenance = False
         self._started = False
-        self._ready: bool | None = None
+        self._serving: dict[str, bool] = {}  # each follower's status as last set
+        for service in services:
+            self.add_service(service)
         self._watchdog: asyncio.Task[None] | None = None
         for spec in checks:
             self.add_check(spec)
@@ -74,17 +88,42 @@ class HealthMonitor:
     def in_maintenance(self) -> bool:
         return self._maintenance
 
+    @property
+    def services(self) -> Sequence[str]:
+        """The services that follow readiness and their scoped checks."""
+        return tuple(s for s in self._followers if s not in RESERVED)
+
+    def add_service(self, service: str) -> None:
+        """Register a service in health: it follows readiness and the checks scoped to it (an
+        application's own service, or one a sidecar answers for)."""
+        if service in RESERVED:
+            raise ValueError(f"{service!r} is derived from the checks; it cannot be added")
+        if service in self._followers:
+            return
+        self._followers.append(service)
+        if self._started:
+            self.evaluate(force=True)
+
     def add_check(self, spec: CheckSpec) -> None:
         """Add a dependency check; it runs at once if the monitor has started.
 
-        Raises CheckSetupError if its name is taken or its python target does not import.
+        Raises CheckSetupError if its name is taken, it is scoped to a service the monitor does
+        not know, or it cannot be set up (a python target that does not import, ...).
         """
         from petsage_grpc.checks.runner import CheckRunner
 
         if any(r.spec.name == spec.name for r in self._runners):
             raise CheckSetupError(f"check {spec.name!r}: the name is taken")
+        unknown = [s for s in spec.services if s not in self._followers]
+        if unknown:
+            raise CheckSetupError(
+                f"check {spec.name!r}: services: {unknown[0]!r} is not a service of this server"
+                " (declare it with --service)"
+            )
         try:
-            runner = CheckRunner(spec, self._on_result, clock=self._clock)
+            runner = CheckRunner(
+                spec, self._on_result, clock=self._clock, reuse_for=self._fresh_run_reuse
+            )
         except SpecError as exc:
             raise CheckSetupError(f"check {spec.name!r}: {exc}") from None
         self._runners.append(runner)
@@ -98,19 +137,15 @@ class HealthMonitor:
         if self.state.is_shutdown:  # a state that served before: accept statuses again
             self.state.resume()
         self.state.set(LIVENESS, SERVING)
-        if any(runner.spec.required for runner in self._runners):
-            # Not ready until the required checks prove otherwise; their first results follow.
-            self._ready = False
-            for service in self._followers:
-                self.state.set(service, NOT_SERVING)
+        # Not ready until the required checks prove otherwise; their first results follow.
+        self.evaluate(force=True)
         for runner in self._runners:
             runner.start()
-        self.evaluate()
         self._watchdog = asyncio.create_task(self._watch_for_stale_results(), name="watchdog")
 
     async def close(self) -> None:
         """The server is going away: every service NOT_SERVING, liveness too, for good; the
-        checks stop."""
+        checks stop. Every status is NOT_SERVING before the first await."""
         self.state.shutdown()
         tasks = [self._watchdog] if self._watchdog else []
         for task in tasks:
@@ -141,64 +176,81 @@ class HealthMonitor:
         if runs and timeout > 0:
             await asyncio.wait([asyncio.shield(run) for run in runs], timeout=timeout)
 
-    def failing(self, *, required: bool) -> list[tuple[CheckRunner, str]]:
-        """The checks, required or optional, that do not pass now, each with why."""
+    def failing(
+        self, *, required: bool, service: str | None = None
+    ) -> list[tuple[CheckRunner, str]]:
+        """The checks, required or optional, that do not pass now, each with why: every one, or
+        with `service` those that apply to it (readiness and "": the unscoped ones)."""
         now = self._clock()
         return [
             (runner, runner.why_failing(now))
             for runner in self._runners
-            if runner.spec.required == required and not runner.is_passing(now)
+            if runner.spec.required == required
+            and (service is None or _applies(runner.spec, service))
+            and not runner.is_passing(now)
         ]
 
     def readiness_problem(self) -> str:
         """Why readiness is NOT_SERVING (empty when it is SERVING)."""
+        return self.problem(READINESS)
+
+    def problem(self, service: str) -> str:
+        """Why `service` (readiness, "", or a follower) is NOT_SERVING; empty when SERVING."""
         if self._maintenance:
             return "in maintenance"
-        return self.failing_summary(required=True)
+        return self.failing_summary(required=True, service=service)
 
-    def failing_summary(self, *, required: bool) -> str:
+    def failing_summary(self, *, required: bool, service: str | None = None) -> str:
         """The first required (or optional) check that fails, and how many more do; empty when
-        none fails: `required check 'db' fails: connection refused (and 1 more)`."""
+        none fails: `required check 'db' fails: connection refused (and 1 more)`. With
+        `service`, only the checks that apply to it."""
         kind = "required" if required else "optional"
         return first_and_more(
             [
                 f"{kind} check {runner.spec.name!r} fails: {why}"
-                for runner, why in self.failing(required=required)
+                for runner, why in self.failing(required=required, service=service)
             ]
         )
 
     def _on_result(self, runner: CheckRunner) -> None:
         self.evaluate()
 
-    def evaluate(self) -> None:
-        """Look at the checks' results now, and set readiness and its followers to match. Each
-        result does this, and a watchdog each second, for results that went stale."""
+    def evaluate(self, *, force: bool = False) -> None:
+        """Look at the checks' results now, and set readiness and every follower to match. Each
+        result does this, and a watchdog each second, for results that went stale. `force` sets
+        every status, changed or not."""
         if not self._started:
             return
-        problem = self.readiness_problem()
-        ready = not problem
-        if ready == self._ready:
-            return
-        self._ready = ready
-        status = SERVING if ready else NOT_SERVING
         for service in self._followers:
+            problem = self.problem(service)
+            serving = not problem
+            if not force and self._serving.get(service) == serving:
+                continue
+            changed = service in self._serving
+            self._serving[service] = serving
             if service not in self._pinned:
-                self.state.set(service, status)
-        if self.state.is_shutdown:
-            return
+                self.state.set(service, SERVING if serving else NOT_SERVING)
+            if changed and not self.state.is_shutdown and self._logs_changes_of(service):
+                self._log_change(service, serving, problem)
+
+    def _logs_changes_of(self, service: str) -> bool:
+        """Readiness, and the services with checks of their own; "" and the rest only echo it."""
+        return service == READINESS or any(service in r.spec.services for r in self._runners)
+
+    def _log_change(self, service: str, serving: bool, problem: str) -> None:
         fields: dict[str, object] = {
             "event": "status_changed",
-            "service": READINESS,
-            "old": "NOT_SERVING" if ready else "SERVING",
-            "new": "SERVING" if ready else "NOT_SERVING",
+            "service": service,
+            "old": "NOT_SERVING" if serving else "SERVING",
+            "new": "SERVING" if serving else "NOT_SERVING",
         }
-        failing = self.failing(required=True)
+        failing = self.failing(required=True, service=service)
         if failing and not self._maintenance:
             fields.update(check=failing[0][0].spec.name, error=failing[0][1])
-        if ready:
-            log.info("readiness SERVING: every required check passes", extra=fields)
+        if serving:
+            log.info("%s SERVING: every required check passes", service, extra=fields)
         else:
-            log.warning("readiness NOT_SERVING: %s", problem, extra=fields)
+            log.warning("%s NOT_SERVING: %s", service, problem, extra=fields)
 
     async def _watch_for_stale_results(self) -> None:
         while True:

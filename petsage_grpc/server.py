@@ -118,7 +118,12 @@ class Server:
         )
         self._admin: AdminServer | None = None
         self._services = tuple(services)
-        self.monitor = HealthMonitor(self.state, config.checks, self.service_names)
+        self.monitor = HealthMonitor(
+            self.state,
+            config.checks,
+            (*self.service_names, *config.services),
+            fresh_run_reuse=config.fresh_run_reuse,
+        )
         self._servers: list[grpc.aio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
@@ -245,7 +250,9 @@ class Server:
         config = self.config
         for task in self._tasks:
             task.cancel()
-        await self.monitor.close()
+        # Every service NOT_SERVING now; the checks stop meanwhile (within about a second,
+        # whatever the dependencies do).
+        closing = asyncio.ensure_future(self.monitor.close())
         if config.drain_delay > 0 and not self._force_requested.is_set():
             log.info(
                 "draining: NOT_SERVING for %s before stopping",
@@ -253,6 +260,10 @@ class Server:
                 extra={"event": "draining", "drain_delay": config.drain_delay},
             )
             await _wait(self._force_requested, config.drain_delay)
+        if not closing.done():  # a second signal does not wait for the checks either
+            force = asyncio.ensure_future(self._force_requested.wait())
+            await asyncio.wait((closing, force), return_when=asyncio.FIRST_COMPLETED)
+            force.cancel()
         forced = self._force_requested.is_set()
         grace = 0.0 if forced else config.grace_period
         log.info(

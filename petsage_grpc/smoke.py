@@ -12,6 +12,7 @@ from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from petsage_grpc.health import OVERALL, SERVING
 from petsage_grpc.monitor import HealthMonitor
+from petsage_grpc.values import first_and_more
 
 if TYPE_CHECKING:
     from petsage_grpc.checks.runner import CheckRunner
@@ -36,9 +37,15 @@ def verdict(monitor: HealthMonitor) -> tuple[smoke_pb2.SmokeStatus, str]:
         return smoke_pb2.SMOKE_STATUS_FAILING, f"PetSage is not ready: {problem}"
     if monitor.state.get(OVERALL) != SERVING:
         return smoke_pb2.SMOKE_STATUS_FAILING, "PetSage is not serving"
-    degraded = monitor.failing_summary(required=False)
+    degraded = [
+        f"{service} NOT_SERVING: {problem}"
+        for service in monitor.services
+        if (problem := monitor.problem(service))
+    ]
+    if optional := monitor.failing_summary(required=False):
+        degraded.append(optional)
     if degraded:
-        return smoke_pb2.SMOKE_STATUS_DEGRADED, f"PetSage is degraded: {degraded}"
+        return smoke_pb2.SMOKE_STATUS_DEGRADED, f"PetSage is degraded: {first_and_more(degraded)}"
     return smoke_pb2.SMOKE_STATUS_OK, OK_MESSAGE
 
 

@@ -52,7 +52,13 @@ def free_port() -> int:
 
 
 def make_config(**overrides: Any) -> Config:
-    settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "grace_period": 5.0}
+    # Every run_checks() runs the checks afresh, so that tests can step through thresholds.
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "grace_period": 5.0,
+        "fresh_run_reuse": 0.0,
+    }
     settings.update(overrides)
     return Config(**settings)
 

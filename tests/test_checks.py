@@ -134,7 +134,9 @@ def test_grpc_check_of_a_named_service():
         with serve_with(spec) as server, grpc.insecure_channel(server.address) as channel:
             run_checks(server)  # the first results are in
             assert_ready(channel, False)
-            assert "NOT_FOUND" in smoke(channel).checks[0].last_error
+            assert smoke(channel).checks[0].last_error == (
+                "upstream does not know service 'no.such.Service'"
+            )
 
 
 def test_http_500_from_an_optional_dependency_degrades_but_keeps_readiness(web):
@@ -285,7 +287,7 @@ def test_deep_smoke_test_lists_every_check(tmp_path: Path):
         assert smoke(channel).checks[1].passing  # the cached result, until a run
         fresh = smoke(channel, run_checks=True)
         assert fresh.status == smoke_pb2.SMOKE_STATUS_OK  # one failure of three so far
-        assert fresh.checks[1].last_error.endswith("drain exists")
+        assert fresh.checks[1].last_error.endswith("the file exists")
         assert fresh.checks[1].last_run_time.ToNanoseconds() > first.last_run_time.ToNanoseconds()
 
 

@@ -400,7 +400,7 @@ def test_smoke_lists_checks_and_degraded_is_exit_5(tmp_path: Path):
     assert "DEGRADED" in result.stdout
     check_row = next(line for line in result.stdout.splitlines() if line.startswith("cache"))
     assert check_row.split()[:4] == ["cache", "file", "no", "no"]
-    assert check_row.endswith("drain exists")
+    assert check_row.endswith("the file exists")
 
 
 def test_smoke_failing_is_exit_4(server):

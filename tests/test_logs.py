@@ -58,7 +58,7 @@ def test_status_change_carries_service_old_new_check_and_error(processes, tmp_pa
     assert changed["service"] == "readiness"
     assert (changed["old"], changed["new"]) == ("SERVING", "NOT_SERVING")
     assert changed["check"] == "drain"
-    assert changed["error"].endswith("drain exists")
+    assert changed["error"].endswith("the file exists")
     failed = [e for e in events(process) if e["event"] == "check_changed"][-1]
     assert (failed["check"], failed["passing"], failed["level"]) == ("drain", False, "warning")
 

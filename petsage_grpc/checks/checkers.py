@@ -1,139 +1,400 @@
-"""Checkers: what one run of a dependency check does, for each kind. A checker's `run()` returns
-when the dependency is healthy and raises `CheckFailed` (or any exception) saying why when it is
-not. Timeouts and scheduling are the runner's job, not the checker's.
+"""Checkers: what one dependency check does, for each kind.
+
+A checker's `run()` returns when the dependency is healthy and raises `CheckFailed` saying why
+when it is not; the runner calls it every interval, bounded by the timeout. A checker that can
+be told of changes instead (`grpc`: a Watch of the upstream) also has `follow(report)`, which the
+runner runs instead of polling: it reports each status the dependency pushes, and returns only to
+fall back to polling (an upstream without Watch).
+
+Network checks are async-native: they run on the event loop, hold no thread, and a cancelled run
+closes its connection. The one check that must block (the file system) runs in a thread of its
+own, so a hung mount cannot starve anything else. Errors are words, never hosts, addresses, paths
+or credentials (`connection refused`, `HTTP 503`, `upstream NOT_SERVING`); the exception behind
+them, which may name more, is kept as the cause for the server log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import importlib
 import inspect
 import os
+import socket
+import ssl
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from petsage_grpc.checks.spec import CheckSpec, PythonCheck, SpecError
 from petsage_grpc.values import split_host_port
 
+if TYPE_CHECKING:
+    import grpc
+
+T = TypeVar("T")
+
+Report = Callable[[str | None, float, bool], None]
+"""What `follow()` tells the runner: None if healthy, else why; the latency; and whether the
+dependency itself said so (a pushed status, which takes effect at once) or not (the stream is
+down, which counts toward the failure threshold)."""
+
+GAP_BACKOFF = (0.05, 5.0)
+"""Seconds between reconnection attempts of a followed check: the first, and the most."""
+
 
 class CheckFailed(Exception):
-    """The dependency answered, and the answer is a failure."""
+    """The dependency answered, and the answer is a failure; the message is fit to show."""
 
 
-@dataclass(frozen=True)
-class Checker:
-    """Runs one check once; `close()` releases what it holds (a gRPC channel)."""
+class Checker(Protocol):
+    async def run(self) -> None: ...
 
-    run: Callable[[], Awaitable[None]]
-    close: Callable[[], Awaitable[None]]
+    async def close(self) -> None: ...
 
 
-async def _nothing() -> None:
-    return None
+@runtime_checkable
+class Follower(Checker, Protocol):
+    async def follow(self, report: Report) -> None: ...
 
 
 def make_checker(spec: CheckSpec) -> Checker:
-    """The checker of `spec`. Raises SpecError if a python target cannot be imported."""
-    if spec.kind == "grpc":
-        return _grpc_checker(spec)
-    makers: dict[str, Callable[[CheckSpec], Callable[[], Awaitable[None]]]] = {
-        "tcp": _tcp_check,
-        "http": _http_check,
-        "file": _file_check,
-        "python": _python_check,
+    """The checker of `spec`. Raises SpecError if it cannot be set up (a python target that does
+    not import, a TLS or header file that cannot be read)."""
+    makers: dict[str, Callable[[CheckSpec], Checker]] = {
+        "tcp": TcpChecker,
+        "grpc": GrpcChecker,
+        "http": HttpChecker,
+        "file": FileChecker,
+        "python": PythonChecker,
     }
-    return Checker(makers[spec.kind](spec), _nothing)
+    return makers[spec.kind](spec)
 
 
-def _tcp_check(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
-    assert isinstance(spec.target, str)
-    host, port = split_host_port(spec.target)
+def words(error: BaseException) -> str:
+    """What went wrong, in words that name no host, address, path or credential."""
+    if isinstance(error, CheckFailed):
+        return str(error)
+    for each in _causes(error):
+        if isinstance(each, TimeoutError):
+            return "timed out"
+        if isinstance(each, socket.gaierror):
+            return "name does not resolve"
+        if isinstance(each, ssl.SSLCertVerificationError):
+            return "TLS certificate not trusted"
+        if isinstance(each, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(each, OSError) and each.errno is not None:
+            return _ERRNO_WORDS.get(each.errno) or (os.strerror(each.errno).lower())
+    name = type(error).__name__
+    return _HTTPX_WORDS.get(name, "cannot connect" if isinstance(error, OSError) else name)
 
-    async def run() -> None:
-        _, writer = await asyncio.open_connection(host, port)
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "timed out",
+    errno.EPIPE: "connection closed",
+}
+_HTTPX_WORDS = {
+    "ConnectTimeout": "timed out",
+    "ReadTimeout": "timed out",
+    "WriteTimeout": "timed out",
+    "PoolTimeout": "timed out",
+    "ConnectError": "cannot connect",
+    "ReadError": "connection lost",
+    "WriteError": "connection lost",
+    "RemoteProtocolError": "invalid HTTP response",
+    "LocalProtocolError": "invalid HTTP request",
+    "UnsupportedProtocol": "unsupported URL scheme",
+}
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    each: BaseException | None = error
+    while each is not None and each not in chain:
+        chain.append(each)
+        each = each.__cause__ or each.__context__
+    return chain
+
+
+def read_secret(value: str, what: str) -> str:
+    """A setting's value, or what `env:NAME` / `file:PATH` points at. Raises SpecError."""
+    if value.startswith("env:"):
+        name = value[len("env:") :]
+        if name not in os.environ:
+            raise SpecError(what, f"the environment variable {name} is not set")
+        return os.environ[name]
+    if value.startswith("file:"):
+        path = value[len("file:") :]
+        try:
+            with open(path, encoding="utf-8") as file:
+                return file.read().strip()
+        except OSError as exc:
+            raise SpecError(what, f"cannot read {path}: {exc.strerror}") from None
+    return value
+
+
+def _read_file(path: str, key: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise SpecError(key, f"cannot read {path}: {exc.strerror}") from None
+
+
+class TcpChecker:
+    """Passes when a TCP connection opens."""
+
+    def __init__(self, spec: CheckSpec) -> None:
+        assert isinstance(spec.target, str)
+        self._host, self._port = split_host_port(spec.target)
+
+    async def run(self) -> None:
+        try:
+            _, writer = await asyncio.open_connection(self._host, self._port)
+        except OSError as exc:
+            raise CheckFailed(words(exc)) from exc
         writer.close()
-        await writer.wait_closed()
+        with contextlib.suppress(OSError):  # it opened: that is all this check asks
+            await writer.wait_closed()
 
-    return run
+    async def close(self) -> None:
+        return None
 
 
-def _grpc_checker(spec: CheckSpec) -> Checker:
-    assert isinstance(spec.target, str)
-    target = spec.target
-    request = health_pb2.HealthCheckRequest(service=spec.service)
-    channels: list[grpc.aio.Channel] = []  # made on first use: a channel belongs to its loop
+class HttpChecker:
+    """Passes when GET answers an expected status (default 2xx-3xx); redirects are not followed,
+    the body is not read. On httpx, imported only when an http check is configured."""
 
-    async def run() -> None:
-        if not channels:
-            channels.append(grpc.aio.insecure_channel(target))
-        try:
-            response = await health_pb2_grpc.HealthStub(channels[0]).Check(
-                request, timeout=spec.timeout
+    def __init__(self, spec: CheckSpec) -> None:
+        assert isinstance(spec.target, str)
+        self._spec = spec
+        self._url = spec.target
+        self._headers = {"User-Agent": "petsage-grpc"} | {
+            name: read_secret(value, f"headers: {name}") for name, value in spec.headers
+        }
+        self._verify: ssl.SSLContext | bool = True
+        if spec.target.startswith("https://"):
+            self._verify = _client_ssl_context(spec)
+        self._client: Any = None
+
+    async def run(self) -> None:
+        import httpx  # here: servers without http checks never load it
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                verify=self._verify,
+                follow_redirects=False,
+                trust_env=False,  # no proxies, .netrc or SSL_* from the environment
+                timeout=httpx.Timeout(self._spec.timeout),
+                headers=self._headers,
             )
-        except grpc.aio.AioRpcError as exc:
-            raise CheckFailed(f"{exc.code().name}: {exc.details()}") from None
-        if response.status != health_pb2.HealthCheckResponse.SERVING:
-            name = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-            raise CheckFailed(f"{spec.service or 'the server'} is {name}")
-
-    async def close() -> None:
-        for channel in channels:
-            await channel.close()
-
-    return Checker(run, close)
-
-
-def _http_check(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
-    import http.client  # here: only servers with http checks pay for importing it
-    import urllib.parse
-
-    assert isinstance(spec.target, str)
-    url = urllib.parse.urlsplit(spec.target)
-    connection_class = (
-        http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    )
-    path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
-
-    def get() -> None:
-        # http.client blocks, so this runs in a worker thread; its socket timeout bounds it.
-        connection = connection_class(url.netloc, timeout=spec.timeout)
         try:
-            connection.request("GET", path, headers={"User-Agent": "petsage-grpc"})
-            status = connection.getresponse().status
-        finally:
-            connection.close()
-        if not 200 <= status < 400:
+            async with self._client.stream("GET", self._url) as response:
+                status = response.status_code
+        except httpx.HTTPError as exc:
+            raise CheckFailed(words(exc)) from exc
+        except OSError as exc:
+            raise CheckFailed(words(exc)) from exc
+        if not any(low <= status <= high for low, high in self._spec.expect_status):
             raise CheckFailed(f"HTTP {status}")
 
-    async def run() -> None:
-        await asyncio.to_thread(get)
-
-    return run
-
-
-def _file_check(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
-    assert isinstance(spec.target, str)
-    path = spec.target
-
-    async def run() -> None:
-        if await asyncio.to_thread(os.path.lexists, path):
-            raise CheckFailed(f"{path} exists")
-
-    return run
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
 
-def _python_check(spec: CheckSpec) -> Callable[[], Awaitable[None]]:
-    function = resolve_python_check(spec.target)
+def _client_ssl_context(spec: CheckSpec) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=spec.tls_ca or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise SpecError("tls_ca", f"cannot use {spec.tls_ca}: {exc}") from None
+    if spec.tls_cert:
+        try:
+            context.load_cert_chain(spec.tls_cert, spec.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise SpecError("tls_cert", f"cannot use {spec.tls_cert}: {exc}") from None
+    return context
 
-    async def run() -> None:
-        if await function() is False:
+
+class GrpcChecker:
+    """Follows the upstream's `grpc.health.v1` Watch of `service`: each status it pushes is
+    reported at once. A broken stream is reconnected with backoff; an upstream that answers Watch
+    UNIMPLEMENTED is polled with Check instead."""
+
+    def __init__(self, spec: CheckSpec) -> None:
+        assert isinstance(spec.target, str)
+        self._spec = spec
+        self._credentials: tuple[bytes | None, bytes | None, bytes | None] | None = None
+        if spec.tls:
+            self._credentials = (
+                _read_file(spec.tls_ca, "tls_ca") if spec.tls_ca else None,
+                _read_file(spec.tls_key, "tls_key") if spec.tls_key else None,
+                _read_file(spec.tls_cert, "tls_cert") if spec.tls_cert else None,
+            )
+        self._channel: grpc.aio.Channel | None = None  # made on first use: it needs the loop
+
+    def _stub(self) -> Any:
+        import grpc
+        from grpc_health.v1 import health_pb2_grpc
+
+        if self._channel is None:
+            options: list[tuple[str, Any]] = [
+                # Notice an upstream gone silent (a partition) while its stream is open.
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", int(max(self._spec.timeout, 1.0) * 1000)),
+                ("grpc.primary_user_agent", "petsage-grpc"),
+            ]
+            target = self._spec.target
+            assert isinstance(target, str)
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(target, options=options)
+            else:
+                if self._spec.tls_server_name:
+                    options.append(("grpc.ssl_target_name_override", self._spec.tls_server_name))
+                credentials = grpc.ssl_channel_credentials(*self._credentials)
+                self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        return health_pb2_grpc.HealthStub(self._channel)
+
+    def _request(self) -> Any:
+        from grpc_health.v1 import health_pb2
+
+        return health_pb2.HealthCheckRequest(service=self._spec.service)
+
+    def _verdict(self, status: int) -> str | None:
+        from grpc_health.v1 import health_pb2
+
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            return None
+        if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
+            return f"upstream does not know service {self._spec.service!r}"
+        return f"upstream {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
+
+    async def run(self) -> None:
+        """One Check (for an upstream without Watch)."""
+        import grpc
+
+        try:
+            response = await self._stub().Check(self._request(), timeout=self._spec.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise CheckFailed(_rpc_words(exc)) from exc
+        if (problem := self._verdict(response.status)) is not None:
+            raise CheckFailed(problem)
+
+    async def follow(self, report: Report) -> None:
+        import grpc
+
+        backoff = GAP_BACKOFF[0]
+        gap: asyncio.Task[None] | None = None
+        why = ["no status yet"]  # why the stream is down, for the gap's reports
+        try:
+            while True:
+                started = time.monotonic()
+                call = self._stub().Watch(self._request())
+                try:
+                    async for response in call:
+                        if gap is not None:
+                            gap.cancel()
+                            gap = None
+                        backoff = GAP_BACKOFF[0]
+                        report(self._verdict(response.status), time.monotonic() - started, True)
+                        started = time.monotonic()
+                    why[0] = "upstream ended the Watch stream"
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                        return  # no Watch here: the runner polls Check instead
+                    why[0] = _rpc_words(exc)
+                if gap is None:
+                    gap = asyncio.create_task(self._count_gap(report, why))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, GAP_BACKOFF[1])
+        finally:
+            if gap is not None:
+                gap.cancel()
+
+    async def _count_gap(self, report: Report, why: list[str]) -> None:
+        """While the stream is down: a failure once `timeout` has passed, then every interval."""
+        await asyncio.sleep(self._spec.timeout)
+        while True:
+            report(why[0], 0.0, False)
+            await asyncio.sleep(self._spec.interval)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+
+def _rpc_words(error: Any) -> str:
+    """A failed health RPC in words: its code, never grpc's details (they name addresses)."""
+    name = error.code().name
+    return {
+        "UNAVAILABLE": "upstream unavailable",
+        "DEADLINE_EXCEEDED": "timed out",
+        "NOT_FOUND": f"upstream does not know the service ({name})",
+        "UNIMPLEMENTED": "upstream does not serve grpc.health.v1",
+    }.get(name, f"upstream answered {name}")
+
+
+class FileChecker:
+    """Passes when the path does **not** exist (a drain file). The look runs in a thread of its
+    own, so a hung file system holds only this check."""
+
+    def __init__(self, spec: CheckSpec) -> None:
+        assert isinstance(spec.target, str)
+        self._path = spec.target
+
+    async def run(self) -> None:
+        if await in_own_thread(os.path.lexists, self._path):
+            raise CheckFailed("the file exists")
+
+    async def close(self) -> None:
+        return None
+
+
+async def in_own_thread(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in a new daemon thread: a call that never returns holds that thread
+    only, never a shared pool, and never the process's exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # delivered to the awaiting task
+            error = exc
+            loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+        else:
+            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+
+    threading.Thread(target=work, name="petsage-blocking", daemon=True).start()
+    return await future
+
+
+class PythonChecker:
+    """Passes when the coroutine function returns without raising and does not return False."""
+
+    def __init__(self, spec: CheckSpec) -> None:
+        self._function = resolve_python_check(spec.target)
+
+    async def run(self) -> None:
+        if await self._function() is False:
             raise CheckFailed("returned False")
 
-    return run
+    async def close(self) -> None:
+        return None
 
 
 def resolve_python_check(target: str | PythonCheck) -> PythonCheck:

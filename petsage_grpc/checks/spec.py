@@ -6,6 +6,8 @@ This module imports nothing from grpc: the CLI reads it while parsing settings.
 from __future__ import annotations
 
 import math
+import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -16,6 +18,17 @@ KINDS = ("tcp", "grpc", "http", "file", "python")
 
 PythonCheck = Callable[[], Awaitable[object]]
 """A `python` check: a coroutine function that raises (or returns False) when failing."""
+
+RESERVED_SERVICES = ("liveness", "readiness", "")
+"""Service names whose meaning is fixed: a check cannot be scoped to them."""
+
+DEFAULT_EXPECT_STATUS = ((200, 399),)
+SECRET_PREFIXES = ("env:", "file:")
+"""A header value `env:NAME` is read from the environment variable NAME, `file:PATH` from a file
+(a Kubernetes secret volume), once at start-up."""
+
+LIST_SEPARATOR = "|"
+"""Separates the items of a list in the `--check` / `PETSAGE_CHECK` form: `services=a.B|c.D`."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,22 @@ class CheckSpec:
     success_threshold: int = 1
     required: bool = True
     service: str = ""
-    """grpc only: the grpc.health.v1 service name to Check ("" is the whole server)."""
+    """grpc only: the grpc.health.v1 service name to watch ("" is the whole server)."""
+    services: tuple[str, ...] = ()
+    """The hosted services this check applies to; none: every one, and readiness."""
+    tls: bool = False
+    """grpc only: connect with TLS (http: the URL's scheme says)."""
+    tls_ca: str = ""
+    """grpc, https: a file of CA certificates to verify the server with (default: the system's)."""
+    tls_cert: str = ""
+    """grpc, https: a client certificate file (with tls_key), for mTLS."""
+    tls_key: str = ""
+    tls_server_name: str = ""
+    """grpc: the name to verify the server's certificate against (default: the target's host)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """http only: extra request headers; a value may be `env:NAME` or `file:PATH`."""
+    expect_status: tuple[tuple[int, int], ...] = DEFAULT_EXPECT_STATUS
+    """http only: the status codes that pass, as inclusive ranges (default 200-399)."""
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -53,9 +81,42 @@ class CheckSpec:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 return key, f"must be a whole number of at least 1, not {value!r}"
-        if self.service and self.kind != "grpc":
-            return "service", "is only for grpc checks"
-        return _target_problem(self.kind, self.target)
+        for service in self.services:
+            if service in RESERVED_SERVICES:
+                return "services", f"{service!r} cannot be scoped: it follows the unscoped checks"
+        return self._kind_problem() or _target_problem(self.kind, self.target)
+
+    def _kind_problem(self) -> tuple[str, str] | None:
+        only = {
+            "service": ("grpc",),
+            "tls": ("grpc",),
+            "tls_server_name": ("grpc",),
+            "tls_ca": ("grpc", "http"),
+            "tls_cert": ("grpc", "http"),
+            "tls_key": ("grpc", "http"),
+            "headers": ("http",),
+        }
+        for key, kinds in only.items():
+            if getattr(self, key) and self.kind not in kinds:
+                return key, f"is only for {' and '.join(kinds)} checks"
+        if self.expect_status != DEFAULT_EXPECT_STATUS and self.kind != "http":
+            return "expect_status", "is only for http checks"
+        if bool(self.tls_cert) != bool(self.tls_key):
+            return "tls_cert", "and tls_key go together: give both or neither"
+        uses_tls = self.tls_ca or self.tls_cert or self.tls_server_name
+        if self.kind == "grpc" and uses_tls and not self.tls:
+            return "tls", "must be true for the other tls_ keys to apply"
+        if (
+            self.kind == "http"
+            and uses_tls
+            and isinstance(self.target, str)
+            and not self.target.startswith("https://")
+        ):
+            return "tls_ca", "needs an https:// target"
+        for name, _ in self.headers:
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                return "headers", f"{name!r} is not a header name"
+        return None
 
     @property
     def stale_after(self) -> float:
@@ -87,18 +148,100 @@ def _target_problem(kind: str, target: object) -> tuple[str, str] | None:
             port = 0
         if port == 0:
             return "target", f"must be host:port, not {target!r}"
-    if kind == "http" and not target.startswith(("http://", "https://")):
-        return "target", f"must be an http:// or https:// URL, not {target!r}"
+    if kind == "http":
+        if not target.startswith(("http://", "https://")):
+            return "target", "must be an http:// or https:// URL"
+        url = urllib.parse.urlsplit(target)
+        if "@" in url.netloc:
+            return "target", "must not carry a user or password: send them in headers"
+        if not url.hostname:
+            return "target", "has no host"
     return None
 
 
+def parse_status_ranges(value: object) -> tuple[tuple[int, int], ...]:
+    """HTTP status codes that pass: `200`, `"2xx"`, `"200-299"`, or a list of those (a string
+    may list them with `|` or `,`)."""
+    items: list[object]
+    if isinstance(value, list | tuple):
+        items = list(value)
+    elif isinstance(value, str):
+        items = [part for part in re.split(r"[|,]", value) if part.strip()]
+    else:
+        items = [value]
+    ranges = []
+    for item in items:
+        text = str(item).strip().lower()
+        if isinstance(item, bool):
+            raise ValueError(f"invalid status {item!r}")
+        if re.fullmatch(r"[1-5]xx", text):
+            low, high = int(text[0]) * 100, int(text[0]) * 100 + 99
+        elif match := re.fullmatch(r"([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?", text):
+            low = int(match[1])
+            high = int(match[2] or match[1])
+        else:
+            raise ValueError(f"invalid status {item!r} (e.g. 200, 2xx or 200-299)")
+        if high < low:
+            raise ValueError(f"invalid status range {item!r}")
+        ranges.append((low, high))
+    if not ranges:
+        raise ValueError("no status codes given")
+    return tuple(ranges)
+
+
+def _parse_services(value: object) -> tuple[str, ...]:
+    items = value.split(LIST_SEPARATOR) if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("must be a list of service names")
+    names = tuple(item.strip() for item in items)
+    if not all(names):
+        raise ValueError("a service name must not be empty")
+    return names
+
+
+def _parse_headers(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("must be a table of header names and string values")
+    return tuple((name, text) for name, text in value.items())
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise ValueError(f"must be a whole number, not {value!r}")
+
+
+def _parse_flag_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return parse_bool(value)
+    raise ValueError(f"must be true or false, not {value!r}")
+
+
+def _parse_seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a duration, not {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    return parse_duration(str(value))
+
+
 _FIELDS = {f.name: f for f in fields(CheckSpec)}
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "interval": parse_duration,
-    "timeout": parse_duration,
-    "failure_threshold": int,
-    "success_threshold": int,
-    "required": parse_bool,
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "interval": _parse_seconds,
+    "timeout": _parse_seconds,
+    "failure_threshold": _parse_int,
+    "success_threshold": _parse_int,
+    "required": _parse_flag_bool,
+    "tls": _parse_flag_bool,
+    "services": _parse_services,
+    "headers": _parse_headers,
+    "expect_status": parse_status_ranges,
 }
 
 
@@ -115,30 +258,51 @@ def spec_from_mapping(values: Mapping[str, object]) -> CheckSpec:
         if key not in _FIELDS:
             raise SpecError(key, f"unknown key (known: {', '.join(_FIELDS)})")
         parse = _PARSERS.get(key)
-        if parse is not None and isinstance(value, str):
+        if parse is not None:
             try:
                 value = parse(value)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 raise SpecError(key, str(exc)) from None
-        elif key in ("interval", "timeout") and isinstance(value, int | float):
-            value = float(value)
-        expected = bool if key == "required" else str if parse is None else None
-        if expected is not None and not isinstance(value, expected):
-            raise SpecError(key, f"must be a {expected.__name__}, not {value!r}")
+        elif not isinstance(value, str):
+            raise SpecError(key, f"must be a string, not {value!r}")
         kwargs[key] = value
     return CheckSpec(**kwargs)
 
 
 def parse_check_flag(text: str) -> CheckSpec:
-    """A CheckSpec from `name=db,kind=tcp,target=localhost:5432[,key=value...]`."""
-    values: dict[str, str] = {}
+    """A CheckSpec from `name=db,kind=tcp,target=localhost:5432[,key=value...]`.
+
+    Lists are `|`-separated (`services=a.B|c.D`); each header is a `header.NAME=VALUE` pair,
+    whose value must be `env:VARIABLE` or `file:PATH`: never a secret in clear on a command line.
+    """
+    values: dict[str, object] = {}
+    headers: dict[str, str] = {}
     for item in text.split(","):
         key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
+        key = key.strip()
         if not sep or not key:
             raise ValueError(f"invalid check {text!r}: expected key=value pairs, comma-separated")
-        values[key] = value.strip()
+        if key.lower().startswith("header."):
+            name = key[len("header.") :]
+            if not value.strip().startswith(SECRET_PREFIXES):
+                raise ValueError(
+                    f"invalid check: header {name!r}: give the value as env:VARIABLE or "
+                    "file:PATH, never in clear"
+                )
+            headers[name] = value.strip()
+            continue
+        values[key.replace("-", "_")] = value.strip()
+    if headers:
+        values["headers"] = headers
     try:
         return spec_from_mapping(values)
     except SpecError as exc:
-        raise ValueError(f"invalid check {text!r}: {exc}") from None
+        raise ValueError(f"invalid check {_shown(text)!r}: {exc}") from None
+
+
+def _shown(text: str) -> str:
+    """A --check value as errors may show it: header values left out."""
+    return ",".join(
+        item.partition("=")[0] + "=…" if item.strip().lower().startswith("header.") else item
+        for item in text.split(",")
+    )
