@@ -301,8 +301,11 @@ def parse_check_flag(text: str) -> CheckSpec:
 
 
 def _shown(text: str) -> str:
-    """A --check value as errors may show it: header values left out."""
+    """A --check value as errors may show it: header values and a URL's user and password
+    left out."""
     return ",".join(
-        item.partition("=")[0] + "=…" if item.strip().lower().startswith("header.") else item
+        item.partition("=")[0] + "=…"
+        if item.strip().lower().startswith("header.")
+        else re.sub(r"//[^/@]*@", "//…@", item)
         for item in text.split(",")
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 
 async def hang() -> None:
@@ -29,3 +30,8 @@ async def stubborn() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
     await asyncio.Event().wait()
+
+
+async def blocking_thread() -> None:
+    """Holds a thread of the loop's default executor for an hour (a DNS lookup that hangs)."""
+    await asyncio.get_running_loop().run_in_executor(None, time.sleep, 3600)
