@@ -168,7 +168,7 @@ class CheckRunner:
             self._passing = False
         if self._passing != was or self.last_change_time is None:
             self.last_change_time = now
-            self._log_change(was, detail)
+            self._log_change(was and not pushed, detail)
         self._on_result(self)
 
     async def _loop(self) -> None:
@@ -209,7 +209,8 @@ class CheckRunner:
         else:
             self.record(None, latency)
 
-    def _log_change(self, was: bool, detail: str) -> None:
+    def _log_change(self, counted: bool, detail: str) -> None:
+        """Log the change; `counted`: it failed after its failure threshold."""
         spec = self.spec
         fields = {
             "event": "check_changed",
@@ -222,7 +223,7 @@ class CheckRunner:
         }
         if self._passing:
             log.info("check %r (%s) passes", spec.name, spec.kind, extra=fields)
-        elif was:
+        elif counted:
             log.warning(
                 "check %r (%s) fails after %d failures: %s%s",
                 spec.name,
