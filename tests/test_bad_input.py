@@ -21,6 +21,7 @@ from tests.helpers import (
     check,
     open_never_reading_watch,
     process_footprint,
+    start_server,
     wait_until,
 )
 
@@ -45,22 +46,15 @@ class Running:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     certs = make_certs(tmp_path_factory.mktemp("certs"))
-    process = CLIProcess(
-        [
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--health-port",
-            "0",
-            "--health-port-max-watch-streams",  # the floods below go to the health port
-            "5000",
-            "--tls-cert",
-            str(certs.server.cert),
-            "--tls-key",
-            str(certs.server.key),
-        ]
+    process = start_server(
+        "--health-port",
+        "0",
+        "--health-port-max-watch-streams",  # the floods below go to the health port
+        "5000",
+        "--tls-cert",
+        str(certs.server.cert),
+        "--tls-key",
+        str(certs.server.key),
     )
     try:
         tls_port = process.wait_for_port()

@@ -12,7 +12,7 @@ import pytest
 
 from petsage_grpc import __version__
 from petsage_grpc.health import NOT_SERVING, SERVING
-from tests.helpers import CLIProcess, check, free_port, run_cli, wait_until
+from tests.helpers import CLIProcess, check, free_port, run_cli, start_server, wait_until
 
 
 def test_version_prints_the_package_version():
@@ -104,7 +104,7 @@ def test_port_in_use_is_one_line_and_exit_1():
 
 
 def test_port_of_another_petsage_server_is_refused(processes):
-    first = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0"])
+    first = start_server()
     processes.append(first)
     port = first.wait_for_port()
     result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port))
@@ -217,16 +217,8 @@ def test_bad_check_flag_is_one_line_and_exit_2():
 
 def test_check_flag_drives_readiness(processes, tmp_path):
     drain = tmp_path / "drain"
-    process = CLIProcess(
-        [
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--check",
-            f"name=drain,kind=file,target={drain},interval=50ms,failure_threshold=1",
-        ]
+    process = start_server(
+        "--check", f"name=drain,kind=file,target={drain},interval=50ms,failure_threshold=1"
     )
     processes.append(process)
     port = process.wait_for_port()
@@ -242,7 +234,7 @@ def test_check_flag_drives_readiness(processes, tmp_path):
 
 def test_crash_report_reaches_stderr(processes):
     # grpc core's fd 2 goes to /dev/null; a fatal signal's Python traceback must not.
-    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0"])
+    process = start_server()
     processes.append(process)
     process.wait_for_port()
     process.send(signal.SIGSEGV)

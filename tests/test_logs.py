@@ -11,13 +11,11 @@ import pytest
 
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from petsage_grpc.health import SERVING
-from tests.helpers import WAIT, CLIProcess, check, wait_until
+from tests.helpers import WAIT, CLIProcess, check, start_server, wait_until
 
 
 def serve_json(processes, *args: str) -> tuple[CLIProcess, int]:
-    process = CLIProcess(
-        ["serve", "--host", "127.0.0.1", "--port", "0", "--log-format", "json", *args]
-    )
+    process = start_server("--log-format", "json", *args)
     processes.append(process)
     port = int(process.wait_for_line(r'"event": "serving".*"port": (\d+), "listener": "main"')[1])
     return process, port
@@ -96,7 +94,7 @@ def test_access_log_of_health_rpcs_can_be_turned_on(processes):
 
 
 def test_text_is_the_default_format(processes):
-    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0"])
+    process = start_server()
     processes.append(process)
     process.wait_for_port()
     line = process.lines[-1]

@@ -9,7 +9,15 @@ import grpc
 import pytest
 
 from petsage_grpc.health import NOT_SERVING, SERVING
-from tests.helpers import WAIT, CLIProcess, check, open_never_reading_watch, wait_until, watch
+from tests.helpers import (
+    WAIT,
+    CLIProcess,
+    check,
+    open_never_reading_watch,
+    start_server,
+    wait_until,
+    watch,
+)
 
 
 def new_check_code(port: int) -> grpc.StatusCode:
@@ -23,7 +31,7 @@ def new_check_code(port: int) -> grpc.StatusCode:
 
 
 def start(processes, *args: str) -> tuple[CLIProcess, int]:
-    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0", *args])
+    process = start_server(*args)
     processes.append(process)
     return process, process.wait_for_port()
 
@@ -110,7 +118,7 @@ def test_watch_opened_during_the_drain_gets_not_serving_then_ends_ok(processes):
 
 def test_stop_signal_during_start_up_is_acted_on_once_serving(processes):
     check = "name=slow,kind=python,target=tests.apps.slow_import:check"
-    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0", "--check", check])
+    process = start_server("--check", check)
     processes.append(process)
     process.wait_for_line("importing a slow module")  # before the server handles signals
     process.send(signal.SIGTERM)

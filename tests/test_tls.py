@@ -18,7 +18,15 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from petsage_grpc.health import SERVING
 from tests.certs import SERVER_NAME, Certs, make_certs
-from tests.helpers import WAIT, CLIProcess, ThreadedServer, check, make_config, run_cli, wait_until
+from tests.helpers import (
+    WAIT,
+    ThreadedServer,
+    check,
+    make_config,
+    run_cli,
+    start_server,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -229,19 +237,7 @@ def test_health_port_follows_the_same_state(mtls_with_health_port):
 
 
 def test_health_port_from_the_cli_on_its_own_host(processes):
-    process = CLIProcess(
-        [
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--health-port",
-            "0",
-            "--health-host",
-            "::1",
-        ]
-    )
+    process = start_server("--health-port", "0", "--health-host", "::1")
     processes.append(process)
     process.wait_for_port()
     port = int(process.wait_for_line(r"health-only plaintext port on \[::1\]:(\d+)").group(1))
