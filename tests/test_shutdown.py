@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
 import grpc
 import pytest
@@ -40,6 +41,17 @@ def start_slow(processes, grace: float, drain: float = 0.0) -> tuple[CLIProcess,
     process = CLIProcess([sys.executable, "-m", "tests.apps.slow_server", str(grace), str(drain)])
     processes.append(process)
     return process, process.wait_for_port()
+
+
+def stop_during_a_sleep(process: CLIProcess, channel: grpc.Channel, seconds: int) -> Any:
+    """Start a Slow/Sleep RPC of `seconds`; once it is in flight, SIGTERM the server and wait
+    until it refuses new RPCs. Returns the RPC's future."""
+    sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
+    future = sleep.future(str(seconds).encode(), timeout=WAIT * 2)
+    process.wait_for_line("sleep started")
+    process.send(signal.SIGTERM)
+    process.wait_for_line("stopping: new RPCs refused")
+    return future
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -79,25 +91,17 @@ def test_drain_delay_keeps_answering_not_serving_before_stopping(processes):
 def test_rpc_in_flight_completes_within_the_grace_period(processes):
     process, port = start_slow(processes, grace=30)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
-        future = sleep.future(b"5", timeout=WAIT * 2)
-        process.wait_for_line("sleep started")
-        process.send(signal.SIGTERM)
-        process.wait_for_line("stopping: new RPCs refused")
+        future = stop_during_a_sleep(process, channel, 5)
         wait_until(lambda: new_check_code(port) == grpc.StatusCode.UNAVAILABLE, what="refusal")
         assert not future.done()
         assert future.result(timeout=WAIT * 2) == b"slept"
     assert process.wait() == 0
 
 
-def test_second_signal_cancels_rpc_in_flight_and_stops_at_once(processes):
+def test_second_signal_forces_the_stop(processes):
     process, port = start_slow(processes, grace=300)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
-        future = sleep.future(b"300", timeout=WAIT * 2)
-        process.wait_for_line("sleep started")
-        process.send(signal.SIGTERM)
-        process.wait_for_line("stopping: new RPCs refused")
+        future = stop_during_a_sleep(process, channel, 300)
         process.send(signal.SIGTERM)
         assert process.wait() == 1
         with pytest.raises(grpc.RpcError) as cut:
