@@ -128,7 +128,7 @@ def test_random_bytes_are_closed(running: Running) -> None:
     assert running.answers()
 
 
-def test_tls_handshake_to_the_plaintext_port_fails_and_is_closed(running: Running) -> None:
+def test_tls_handshake_to_the_plaintext_port_is_refused(running: Running) -> None:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -164,7 +164,7 @@ def test_half_open_connections_do_not_stop_others(running: Running) -> None:
             sock.close()
 
 
-def test_clients_that_open_streams_and_never_read_do_not_stop_others(running: Running) -> None:
+def test_watch_clients_that_never_read_do_not_stop_others(running: Running) -> None:
     stuck = [open_never_reading_watch(running.plain_port, "") for _ in range(20)]
     try:
         assert running.answers()
@@ -182,10 +182,10 @@ def all_bad_input(running: Running) -> None:
     test_unknown_method_is_unimplemented(running)
     test_http1_request_is_closed(running)
     test_random_bytes_are_closed(running)
-    test_tls_handshake_to_the_plaintext_port_fails_and_is_closed(running)
+    test_tls_handshake_to_the_plaintext_port_is_refused(running)
     test_plaintext_http2_to_the_tls_port_is_closed(running)
     test_half_open_connections_do_not_stop_others(running)
-    test_clients_that_open_streams_and_never_read_do_not_stop_others(running)
+    test_watch_clients_that_never_read_do_not_stop_others(running)
 
 
 def flood(running: Running) -> None:
@@ -201,7 +201,7 @@ def flood(running: Running) -> None:
         process.kill()
 
 
-def test_footprint_returns_near_its_start_after_bad_input_and_floods(running: Running) -> None:
+def test_repeated_bad_input_leaks_no_fds_or_memory(running: Running) -> None:
     pid = running.process.proc.pid
     all_bad_input(running)  # warm up: first-use allocations are not leaks
     flood(running)

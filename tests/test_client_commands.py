@@ -418,6 +418,7 @@ def test_smoke_failing_is_exit_4(server):
         ("list", ["does not implement List"]),
         ("smoke", ["does not implement", "petsage.v1.SmokeService"]),
     ],
+    ids=["list", "smoke"],
 )
 def test_command_against_a_server_without_its_service_is_exit_3(reference, command, missing):
     result = run_cli(command, "-addr", reference.address)
