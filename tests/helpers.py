@@ -212,6 +212,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+def start_server(*args: str) -> CLIProcess:
+    """`petsage-grpc serve` on 127.0.0.1, on a port the system picks, with `args` after."""
+    return CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0", *args])
+
+
 def open_never_reading_watch(port: int, service: str) -> socket.socket:
     """A raw HTTP/2 client that opens Watch but grants the server no flow-control window, so the
     server can never send it a single message."""

@@ -58,9 +58,9 @@ def run_checks(server: ThreadedServer) -> None:
 # --- the endpoints -----------------------------------------------------------------------
 
 
-def test_healthz_and_readyz_are_200_while_serving(admin):
-    assert get_json(admin, "/healthz") == (200, {"status": "SERVING"})
-    assert get_json(admin, "/readyz") == (200, {"status": "SERVING"})
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probe_endpoint_is_200_while_serving(admin, path):
+    assert get_json(admin, path) == (200, {"status": "SERVING"})
 
 
 def test_readyz_is_503_in_maintenance_while_healthz_stays_200(admin):
@@ -136,10 +136,19 @@ def test_query_strings_are_ignored(admin):
     assert get_json(admin, "/healthz?verbose=1") == (200, {"status": "SERVING"})
 
 
-def test_garbage_is_400_and_the_port_keeps_serving(admin):
-    with socket.create_connection(("127.0.0.1", admin.server.admin_port), timeout=WAIT) as sock:
+def send_garbage(server: ThreadedServer) -> bytes:
+    """What the admin port answers to a request that is not HTTP."""
+    with socket.create_connection(("127.0.0.1", server.server.admin_port), timeout=WAIT) as sock:
         sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
-        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+        return sock.recv(100)
+
+
+def test_garbage_is_400(admin):
+    assert send_garbage(admin).startswith(b"HTTP/1.1 400")
+
+
+def test_port_keeps_serving_after_garbage(admin):
+    send_garbage(admin)
     assert get_json(admin, "/healthz")[0] == 200
 
 
@@ -150,7 +159,10 @@ def test_admin_port_binds_loopback_by_default():
 # --- the metrics -------------------------------------------------------------------------
 
 
-def scrape(server: ThreadedServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(server: ThreadedServer) -> Metrics:
     code, headers, body = get(server, "/metrics")
     assert code == 200
     assert headers["Content-Type"].startswith("text/plain")
@@ -173,19 +185,28 @@ WATCH = {
 }
 
 
-def test_rpc_counters_and_histogram_move_with_real_traffic(admin):
-    with grpc.insecure_channel(admin.address) as channel:
+def metrics_after_real_checks(server: ThreadedServer) -> Metrics:
+    """The metrics after three Checks that succeed and one of an unknown service."""
+    with grpc.insecure_channel(server.address) as channel:
         for _ in range(3):
             check(channel, "")
         with pytest.raises(grpc.RpcError):
             check(channel, "no.such.Service")
-    metrics = scrape(admin)
+    return scrape(server)
+
+
+def test_rpc_counters_count_calls_by_code(admin):
+    metrics = metrics_after_real_checks(admin)
     assert metrics[("grpc_server_started_total", labels(**CHECK))] == 4
     assert metrics[("grpc_server_handled_total", labels(**CHECK, grpc_code="OK"))] == 3
     assert metrics[("grpc_server_handled_total", labels(**CHECK, grpc_code="NOT_FOUND"))] == 1
+    assert metrics[("grpc_server_in_flight_rpcs", labels(**CHECK))] == 0
+
+
+def test_rpc_histogram_times_every_call(admin):
+    metrics = metrics_after_real_checks(admin)
     assert metrics[("grpc_server_handling_seconds_count", labels(**CHECK))] == 4
     assert metrics[("grpc_server_handling_seconds_bucket", labels(**CHECK, le="+Inf"))] == 4
-    assert metrics[("grpc_server_in_flight_rpcs", labels(**CHECK))] == 0
 
 
 def test_open_watch_streams_show_in_flight(admin):
@@ -230,9 +251,12 @@ def test_check_metrics_show_a_failing_check(tmp_path: Path):
         assert metrics[("petsage_check_consecutive_failures", check_labels)] == 0
 
 
-def test_build_info_and_process_metrics(admin):
+def test_build_info_names_the_version(admin):
+    assert scrape(admin)[("petsage_build_info", labels(version=__version__))] == 1
+
+
+def test_process_metrics_are_exported(admin):
     metrics = scrape(admin)
-    assert metrics[("petsage_build_info", labels(version=__version__))] == 1
     assert metrics[("process_resident_memory_bytes", ())] > 0
     assert metrics[("process_open_fds", ())] > 0
 

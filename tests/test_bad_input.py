@@ -21,6 +21,7 @@ from tests.helpers import (
     check,
     open_never_reading_watch,
     process_footprint,
+    start_server,
     wait_until,
 )
 
@@ -45,22 +46,15 @@ class Running:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     certs = make_certs(tmp_path_factory.mktemp("certs"))
-    process = CLIProcess(
-        [
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--health-port",
-            "0",
-            "--health-port-max-watch-streams",  # the floods below go to the health port
-            "5000",
-            "--tls-cert",
-            str(certs.server.cert),
-            "--tls-key",
-            str(certs.server.key),
-        ]
+    process = start_server(
+        "--health-port",
+        "0",
+        "--health-port-max-watch-streams",  # the floods below go to the health port
+        "5000",
+        "--tls-cert",
+        str(certs.server.cert),
+        "--tls-key",
+        str(certs.server.key),
     )
     try:
         tls_port = process.wait_for_port()
@@ -134,7 +128,7 @@ def test_random_bytes_are_closed(running: Running) -> None:
     assert running.answers()
 
 
-def test_tls_handshake_to_the_plaintext_port_fails_and_is_closed(running: Running) -> None:
+def test_tls_handshake_to_the_plaintext_port_is_refused(running: Running) -> None:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -170,7 +164,7 @@ def test_half_open_connections_do_not_stop_others(running: Running) -> None:
             sock.close()
 
 
-def test_clients_that_open_streams_and_never_read_do_not_stop_others(running: Running) -> None:
+def test_watch_clients_that_never_read_do_not_stop_others(running: Running) -> None:
     stuck = [open_never_reading_watch(running.plain_port, "") for _ in range(20)]
     try:
         assert running.answers()
@@ -188,10 +182,10 @@ def all_bad_input(running: Running) -> None:
     test_unknown_method_is_unimplemented(running)
     test_http1_request_is_closed(running)
     test_random_bytes_are_closed(running)
-    test_tls_handshake_to_the_plaintext_port_fails_and_is_closed(running)
+    test_tls_handshake_to_the_plaintext_port_is_refused(running)
     test_plaintext_http2_to_the_tls_port_is_closed(running)
     test_half_open_connections_do_not_stop_others(running)
-    test_clients_that_open_streams_and_never_read_do_not_stop_others(running)
+    test_watch_clients_that_never_read_do_not_stop_others(running)
 
 
 def flood(running: Running) -> None:
@@ -207,7 +201,7 @@ def flood(running: Running) -> None:
         process.kill()
 
 
-def test_footprint_returns_near_its_start_after_bad_input_and_floods(running: Running) -> None:
+def test_repeated_bad_input_leaks_no_fds_or_memory(running: Running) -> None:
     pid = running.process.proc.pid
     all_bad_input(running)  # warm up: first-use allocations are not leaks
     flood(running)

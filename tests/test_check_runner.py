@@ -68,7 +68,7 @@ def test_failing_check_needs_success_threshold_successes():
     assert runner.is_passing()
 
 
-def test_result_goes_stale_after_three_intervals_and_the_timeout():
+def test_result_goes_stale_after_three_intervals_plus_the_timeout():
     clock = Clock()
     runner = make_runner(clock, interval=10.0, timeout=1.0)
     runner.record(None, 0.001)
@@ -87,7 +87,7 @@ def test_fresh_result_after_staleness_passes_again():
     assert runner.is_passing()
 
 
-def test_record_keeps_the_latest_latency_and_error():
+def test_record_keeps_the_last_result():
     runner = make_runner()
     runner.record("HTTP 503", 0.25)
     assert (runner.last_error, runner.last_latency) == ("HTTP 503", 0.25)

@@ -1,4 +1,6 @@
-"""The petsage-grpc command line: version, help, settings from flags and env, start-up errors."""
+"""The petsage-grpc command line: version, help, settings from flags and env, start-up errors.
+
+Every start-up error is one line on stderr: a usage error exits 2, any other error exits 1."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 
 from petsage_grpc import __version__
 from petsage_grpc.health import NOT_SERVING, SERVING
-from tests.helpers import CLIProcess, check, free_port, run_cli, wait_until
+from tests.helpers import CLIProcess, check, free_port, run_cli, start_server, wait_until
 
 
 def test_version_prints_the_package_version():
@@ -32,7 +34,7 @@ def test_python_dash_m_runs_the_same_cli():
     assert result.stdout == f"petsage-grpc {__version__}\n"
 
 
-def test_serve_help_names_every_flag_and_its_env_var():
+def test_serve_help_names_each_flag_with_its_env_var():
     result = run_cli("serve", "--help")
     assert result.returncode == 0
     for flag, env in [
@@ -47,7 +49,7 @@ def test_serve_help_names_every_flag_and_its_env_var():
         assert env in result.stdout
 
 
-def test_no_command_prints_help_and_exits_2():
+def test_no_command_is_a_usage_error():
     result = run_cli()
     assert result.returncode == 2
     assert "serve" in result.stderr
@@ -65,7 +67,7 @@ def test_no_command_prints_help_and_exits_2():
         (["launch"], "launch"),
     ],
 )
-def test_bad_flag_is_one_line_naming_it_and_exit_2(args, named):
+def test_bad_flag_is_a_usage_error_naming_it(args, named):
     result = run_cli(*args)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
@@ -83,7 +85,7 @@ def test_bad_flag_is_one_line_naming_it_and_exit_2(args, named):
         ("PETSAGE_LOG_LEVEL", "verbose"),
     ],
 )
-def test_bad_env_value_is_one_line_naming_the_variable_and_exit_2(env, value):
+def test_bad_env_value_is_a_usage_error_naming_the_variable(env, value):
     result = run_cli("serve", env={env: value})
     assert result.returncode == 2
     lines = result.stderr.splitlines()
@@ -91,7 +93,7 @@ def test_bad_env_value_is_one_line_naming_the_variable_and_exit_2(env, value):
     assert env in lines[0]
 
 
-def test_port_in_use_is_one_line_and_exit_1():
+def test_port_in_use_is_a_one_line_error():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -104,7 +106,7 @@ def test_port_in_use_is_one_line_and_exit_1():
 
 
 def test_port_of_another_petsage_server_is_refused(processes):
-    first = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0"])
+    first = start_server()
     processes.append(first)
     port = first.wait_for_port()
     result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port))
@@ -112,7 +114,7 @@ def test_port_of_another_petsage_server_is_refused(processes):
     assert "Address already in use" in result.stderr
 
 
-def test_unresolvable_host_is_one_line_and_exit_1():
+def test_unresolvable_host_is_a_one_line_error():
     result = run_cli("serve", "--host", "no-such-host.invalid", "--port", "0")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
@@ -120,7 +122,7 @@ def test_unresolvable_host_is_one_line_and_exit_1():
     assert "no-such-host.invalid" in lines[0]
 
 
-def test_address_not_on_this_machine_is_one_line_and_exit_1():
+def test_address_not_on_this_machine_is_a_one_line_error():
     result = run_cli("serve", "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1: never local
     assert result.returncode == 1
     lines = result.stderr.splitlines()
@@ -128,7 +130,7 @@ def test_address_not_on_this_machine_is_one_line_and_exit_1():
     assert "cannot listen on 192.0.2.1:0" in lines[0]
 
 
-def test_env_sets_a_flag_and_the_flag_wins(processes):
+def test_env_fills_in_what_flags_leave_out(processes):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -181,7 +183,7 @@ def test_log_level_warning_hides_info_lines(processes):
         ('[[check]]\nname = "mail"\nkind = "smtp"\ntarget = "x:25"\n', "kind: unknown kind 'smtp'"),
     ],
 )
-def test_bad_config_file_is_one_line_naming_file_key_and_problem(tmp_path, toml, named):
+def test_bad_config_file_is_a_usage_error_pointing_at_the_problem(tmp_path, toml, named):
     path = tmp_path / "petsage.toml"
     path.write_text(toml)
     result = run_cli("serve", "--config", str(path))
@@ -200,7 +202,7 @@ def test_bad_config_file_is_one_line_naming_file_key_and_problem(tmp_path, toml,
         ("tests.apps.checks:not_async", "is not an async function"),
     ],
 )
-def test_python_check_that_cannot_be_set_up_is_one_line_and_exit_2(target, named):
+def test_python_check_that_cannot_be_set_up_is_a_usage_error(target, named):
     result = run_cli("serve", "--port", "0", "--check", f"name=app,kind=python,target={target}")
     assert result.returncode == 2
     lines = result.stderr.splitlines()
@@ -208,7 +210,7 @@ def test_python_check_that_cannot_be_set_up_is_one_line_and_exit_2(target, named
     assert "check 'app'" in lines[0] and named in lines[0]
 
 
-def test_bad_check_flag_is_one_line_and_exit_2():
+def test_bad_check_flag_is_a_usage_error():
     result = run_cli("serve", "--check", "name=db,kind=tcp")
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
@@ -217,16 +219,8 @@ def test_bad_check_flag_is_one_line_and_exit_2():
 
 def test_check_flag_drives_readiness(processes, tmp_path):
     drain = tmp_path / "drain"
-    process = CLIProcess(
-        [
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--check",
-            f"name=drain,kind=file,target={drain},interval=50ms,failure_threshold=1",
-        ]
+    process = start_server(
+        "--check", f"name=drain,kind=file,target={drain},interval=50ms,failure_threshold=1"
     )
     processes.append(process)
     port = process.wait_for_port()
@@ -242,7 +236,7 @@ def test_check_flag_drives_readiness(processes, tmp_path):
 
 def test_crash_report_reaches_stderr(processes):
     # grpc core's fd 2 goes to /dev/null; a fatal signal's Python traceback must not.
-    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0"])
+    process = start_server()
     processes.append(process)
     process.wait_for_port()
     process.send(signal.SIGSEGV)

@@ -203,28 +203,26 @@ def test_probe_bad_flags_are_exit_1_with_one_line(args, message):
     assert message in lines[0]
 
 
-def test_probe_help_lists_the_flags_and_exits_0():
+def test_probe_help_lists_the_flags():
     result = run_cli("probe", "-h")
     assert result.returncode == 0
     for flag in ("-addr", "-service", "-connect-timeout", "-rpc-timeout", "-tls-server-name"):
         assert flag in result.stdout
 
 
-def test_probe_sends_user_agent_and_rpc_headers(reference):
+def test_probe_sends_the_user_agent(reference):
+    code, _ = probe("-addr", reference.address, "-user-agent", "kubelet-probe")
+    assert code == 0
+    assert reference.servicer.metadata[-1]["user-agent"].startswith("kubelet-probe ")
+
+
+def test_probe_sends_rpc_headers(reference):
     code, _ = probe(
-        "-addr",
-        reference.address,
-        "-user-agent",
-        "kubelet-probe",
-        "-rpc-header",
-        "x-team: pets",
-        "-rpc-header",
-        "X-Trace:abc",
+        "-addr", reference.address, "-rpc-header", "x-team: pets", "-rpc-header", "X-Trace:abc",
         "-gzip",
-    )
+    )  # fmt: skip
     assert code == 0
     seen = reference.servicer.metadata[-1]
-    assert seen["user-agent"].startswith("kubelet-probe ")
     assert seen["x-team"] == "pets"
     assert seen["x-trace"] == "abc"
 
@@ -311,7 +309,7 @@ def test_probe_unreadable_ca_file_is_exit_1(server, tmp_path: Path):
 # --- watch --------------------------------------------------------------------------------
 
 
-def test_watch_prints_each_change_and_exits_with_the_last_status(processes, server):
+def test_watch_follows_the_status_until_the_stream_ends(processes, server):
     process = CLIProcess(
         ["watch", "-addr", server.address, "-service", "readiness"], merge_stdout=True
     )
@@ -349,7 +347,7 @@ def test_watch_nothing_listening_is_exit_2():
 # --- list ---------------------------------------------------------------------------------
 
 
-def test_list_prints_every_service_and_status(server):
+def test_list_prints_every_service_with_its_status(server):
     server.server.monitor.set("petsage.v1.SmokeService", NOT_SERVING)
     result = run_cli("list", "-addr", server.address)
     assert result.returncode == 0
@@ -363,16 +361,10 @@ def test_list_prints_every_service_and_status(server):
     ]
 
 
-def test_list_of_a_server_without_list_is_exit_3(reference):
-    result = run_cli("list", "-addr", reference.address)
-    assert result.returncode == 3
-    assert "does not implement List" in result.stderr
-
-
 # --- smoke --------------------------------------------------------------------------------
 
 
-def test_smoke_ok_prints_a_table_and_exits_0(server):
+def test_smoke_ok_prints_a_table(server):
     result = run_cli("smoke", "-addr", server.address)
     assert result.returncode == 0
     assert "OK" in result.stdout.splitlines()[0]
@@ -390,14 +382,24 @@ def test_smoke_json_is_the_response(server):
     assert body["checks"] == []
 
 
-def test_smoke_lists_checks_and_degraded_is_exit_5(tmp_path: Path):
+@pytest.fixture
+def degraded(tmp_path: Path) -> Iterator[ThreadedServer]:
+    """A server whose one optional check fails."""
     drain = tmp_path / "drain"
     drain.touch()
     spec = CheckSpec(name="cache", kind="file", target=str(drain), required=False)
     with ThreadedServer(make_config(checks=(spec,))) as running:
-        result = run_cli("smoke", "-addr", running.address, "--deep")
+        yield running
+
+
+def test_smoke_degraded_is_exit_5(degraded):
+    result = run_cli("smoke", "-addr", degraded.address, "--deep")
     assert result.returncode == 5
     assert "DEGRADED" in result.stdout
+
+
+def test_smoke_deep_lists_each_check(degraded):
+    result = run_cli("smoke", "-addr", degraded.address, "--deep")
     check_row = next(line for line in result.stdout.splitlines() if line.startswith("cache"))
     assert check_row.split()[:4] == ["cache", "file", "no", "no"]
     assert check_row.endswith("the file exists")
@@ -410,10 +412,19 @@ def test_smoke_failing_is_exit_4(server):
     assert "FAILING" in result.stdout
 
 
-def test_smoke_of_a_server_without_smoke_service_is_exit_3(reference):
-    result = run_cli("smoke", "-addr", reference.address)
+@pytest.mark.parametrize(
+    ("command", "missing"),
+    [
+        ("list", ["does not implement List"]),
+        ("smoke", ["does not implement", "petsage.v1.SmokeService"]),
+    ],
+    ids=["list", "smoke"],
+)
+def test_command_against_a_server_without_its_service_is_exit_3(reference, command, missing):
+    result = run_cli(command, "-addr", reference.address)
     assert result.returncode == 3
-    assert "does not implement" in result.stderr and "petsage.v1.SmokeService" in result.stderr
+    for words in missing:
+        assert words in result.stderr
 
 
 def test_client_commands_load_nothing_of_the_server():

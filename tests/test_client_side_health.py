@@ -93,7 +93,8 @@ def test_round_robin_spreads_calls_over_every_replica(replicas):
     assert caller.failures == []
 
 
-def test_draining_replica_gets_no_new_calls_and_none_fail(replicas):
+def drain_the_middle_one(replicas: list[Replica]) -> tuple[Caller, Replica]:
+    """Calls reach every replica, then the middle one drains until the client goes around it."""
     caller = Caller(replicas)
     for replica in replicas:
         wait_for_calls_to_reach(caller, replica)
@@ -101,10 +102,20 @@ def test_draining_replica_gets_no_new_calls_and_none_fail(replicas):
     draining.drain.touch()  # the operator drains the pod
     wait_until(lambda: draining.readiness() == NOT_SERVING, what="the replica to drain")
     wait_for_calls_to_avoid(caller, draining)  # the client has seen NOT_SERVING
+    return caller, draining
+
+
+def test_draining_replica_gets_no_new_calls(replicas):
+    caller, draining = drain_the_middle_one(replicas)
     seen = draining.calls
     caller.call(300)
     assert draining.calls == seen
     assert replicas[0].calls > 0 and replicas[2].calls > 0
+    assert caller.failures == []
+
+
+def test_replica_back_in_service_gets_calls_again(replicas):
+    caller, draining = drain_the_middle_one(replicas)
     draining.drain.unlink()  # back in service
     wait_for_calls_to_reach(caller, draining)
     assert caller.failures == []

@@ -24,12 +24,19 @@ def test_defaults_serve_every_interface_on_50051():
     assert config.reflection is True
 
 
-def test_env_sets_values_and_flags_win():
-    env = {"PETSAGE_PORT": "7000", "PETSAGE_HOST": "::1", "PETSAGE_REFLECTION": "false"}
-    config = Config.load({"port": 8000}, env)
+ENV = {"PETSAGE_PORT": "7000", "PETSAGE_HOST": "::1", "PETSAGE_REFLECTION": "false"}
+
+
+def test_env_sets_values():
+    config = Config.load({}, ENV)
+    assert config.address == "[::1]:7000"
+    assert config.reflection is False
+
+
+def test_flags_win_over_env():
+    config = Config.load({"port": 8000}, ENV)
     assert config.port == 8000
     assert config.address == "[::1]:8000"
-    assert config.reflection is False
 
 
 def test_bad_env_value_names_the_variable():
@@ -57,10 +64,21 @@ def write(tmp_path, text: str) -> str:
     return str(path)
 
 
-def test_file_sets_values_env_and_flags_win(tmp_path):
-    path = write(
-        tmp_path, 'host = "127.0.0.1"\nport = 7000\ndrain_delay = "5s"\nreflection = false\n'
+FILE = 'host = "127.0.0.1"\nport = 7000\ndrain_delay = "5s"\nreflection = false\n'
+
+
+def test_file_sets_values(tmp_path):
+    config = Config.load({"config": write(tmp_path, FILE)}, {})
+    assert (config.host, config.port, config.drain_delay, config.reflection) == (
+        "127.0.0.1",
+        7000,
+        5.0,
+        False,
     )
+
+
+def test_flags_win_over_env_which_wins_over_the_file(tmp_path):
+    path = write(tmp_path, FILE)
     config = Config.load({"config": path, "port": 9000}, {"PETSAGE_DRAIN_DELAY": "1s"})
     assert (config.host, config.port, config.drain_delay, config.reflection) == (
         "127.0.0.1",
@@ -75,7 +93,7 @@ def test_file_named_by_env(tmp_path):
     assert Config.load({}, {"PETSAGE_CONFIG": path}).port == 7000
 
 
-def test_checks_come_from_file_env_and_flags_together(tmp_path):
+def load_checks_from_every_source(tmp_path) -> Config:
     path = write(
         tmp_path,
         """
@@ -99,8 +117,16 @@ service = "petsage.v1.SmokeService"
     env = {
         "PETSAGE_CHECK": "name=cache,kind=tcp,target=localhost:6379;name=x,kind=http,target=http://x/"
     }
-    config = Config.load({"config": path, "checks": [flag]}, env)
+    return Config.load({"config": path, "checks": [flag]}, env)
+
+
+def test_checks_from_every_source_add_up_in_order(tmp_path):
+    config = load_checks_from_every_source(tmp_path)
     assert [c.name for c in config.checks] == ["db", "peer", "cache", "x", "drain"]
+
+
+def test_check_settings_in_the_file_are_read(tmp_path):
+    config = load_checks_from_every_source(tmp_path)
     db = config.checks[0]
     assert (db.interval, db.timeout, db.failure_threshold, db.required) == (5.0, 2.0, 2, False)
     assert config.checks[1].service == "petsage.v1.SmokeService"
@@ -147,7 +173,7 @@ service = "petsage.v1.SmokeService"
         ("check = 1\n", "check: must be [[check]] tables"),
     ],
 )
-def test_bad_file_names_the_file_key_and_problem(tmp_path, text, message):
+def test_bad_file_error_points_at_the_problem(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as error:
         Config.load({"config": path}, {})

@@ -98,9 +98,7 @@ class Pod:
 
 
 @pytest.mark.parametrize("kustomization", [KUBERNETES, KUBERNETES / "overlays" / "mtls"])
-def test_deployment_probes_pass_and_sigterm_fails_readiness_before_exit(
-    kustomization, tmp_path, processes
-):
+def test_deployment_serves_its_probes_then_drains_on_sigterm(kustomization, tmp_path, processes):
     pod = Pod(render(kustomization), tmp_path)
     process = CLIProcess(pod.args, env=pod.env)
     processes.append(process)
@@ -114,15 +112,29 @@ def test_deployment_probes_pass_and_sigterm_fails_readiness_before_exit(
     assert process.wait(timeout=pod.grace_period) == 0
 
 
-def test_grace_period_covers_drain_delay_and_grace():
-    manifests = render(KUBERNETES)
-    deployment = next(m for m in manifests if m["kind"] == "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    env = {item["name"]: item["value"] for item in pod["containers"][0]["env"]}
-    drain = float(env["PETSAGE_DRAIN_DELAY"].rstrip("s"))
-    grace = float(env["PETSAGE_GRACE_PERIOD"].rstrip("s"))
-    assert pod["terminationGracePeriodSeconds"] > drain + grace
-    readiness = pod["containers"][0]["readinessProbe"]
+@pytest.fixture(scope="module")
+def pod_spec() -> dict[str, Any]:
+    """The rendered Deployment's pod spec."""
+    deployment = next(m for m in render(KUBERNETES) if m["kind"] == "Deployment")
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def seconds_of(pod_spec: dict[str, Any], name: str) -> float:
+    """A duration setting of the container's env, in seconds."""
+    env = {item["name"]: item["value"] for item in pod_spec["containers"][0]["env"]}
+    return float(env[name].rstrip("s"))
+
+
+def test_termination_grace_period_covers_drain_delay_plus_grace(pod_spec):
+    drain = seconds_of(pod_spec, "PETSAGE_DRAIN_DELAY")
+    grace = seconds_of(pod_spec, "PETSAGE_GRACE_PERIOD")
+    assert pod_spec["terminationGracePeriodSeconds"] > drain + grace
+
+
+def test_readiness_probe_fails_within_the_drain_delay(pod_spec):
+    drain = seconds_of(pod_spec, "PETSAGE_DRAIN_DELAY")
+    readiness = pod_spec["containers"][0]["readinessProbe"]
     assert readiness["periodSeconds"] * readiness["failureThreshold"] < drain
 
 

@@ -7,10 +7,13 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
+
+from tests.helpers import ThreadedServer
 
 JS = Path(__file__).parent / "js"
 NODE, NPM = shutil.which("node"), shutil.which("npm")
@@ -44,21 +47,37 @@ def descriptor_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_grpc_js_checks_watches_and_lists(server, client_js, descriptor_set):
-    server.server.monitor.set("petsage.v1.SmokeService", health_pb2.HealthCheckResponse.NOT_SERVING)
+@pytest.fixture(scope="module")
+def answers(client_js: Path, descriptor_set: Path) -> dict[str, Any]:
+    """What client.js got from Check, Watch and List (and of an unknown service) against a
+    server with one service NOT_SERVING."""
     assert NODE is not None
-    result = subprocess.run(
-        [NODE, str(client_js), server.address, str(descriptor_set)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    answers = json.loads(result.stdout)
+    with ThreadedServer() as server:
+        server.server.monitor.set(
+            "petsage.v1.SmokeService", health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        result = subprocess.run(
+            [NODE, str(client_js), server.address, str(descriptor_set)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    answers: dict[str, Any] = json.loads(result.stdout)
+    return answers
+
+
+def test_grpc_js_can_check(answers):
     assert answers["check"] == {"status": "SERVING"}
     assert answers["checkUnknown"] == {"code": "NOT_FOUND"}
+
+
+def test_grpc_js_can_watch(answers):
     assert answers["watch"] == "SERVING"
     assert answers["watchUnknown"] == "SERVICE_UNKNOWN"
+
+
+def test_grpc_js_can_list(answers):
     listed = answers["list"]["statuses"]  # a map, or its entries, as proto-loader reads it
     if isinstance(listed, list):
         listed = {entry["key"]: entry["value"] for entry in listed}

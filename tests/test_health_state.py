@@ -12,7 +12,14 @@ def test_unregistered_service_has_no_status():
     assert HealthState().get("x") is None
 
 
-def test_set_registers_and_changes_a_status():
+def test_set_registers_a_service():
+    state = HealthState()
+    state.set("x", SERVING)
+    assert state.get("x") == SERVING
+    assert state.statuses() == {"x": SERVING}
+
+
+def test_set_changes_a_status():
     state = HealthState()
     state.set("x", SERVING)
     state.set("x", NOT_SERVING)
@@ -20,13 +27,30 @@ def test_set_registers_and_changes_a_status():
     assert state.statuses() == {"x": NOT_SERVING}
 
 
-def test_shutdown_sets_every_service_not_serving_and_ignores_set_until_resume():
+def shut_down() -> HealthState:
+    """A state with two SERVING services, then shut down."""
     state = HealthState()
     state.set("", SERVING)
     state.set("a", SERVING)
     state.shutdown()
+    return state
+
+
+def test_shutdown_sets_every_service_not_serving():
+    assert shut_down().statuses() == {"": NOT_SERVING, "a": NOT_SERVING}
+
+
+def test_set_is_ignored_until_resume():
+    state = shut_down()
     state.set("a", SERVING)
     assert state.statuses() == {"": NOT_SERVING, "a": NOT_SERVING}
+    state.resume()
+    state.set("a", NOT_SERVING)
+    assert state.get("a") == NOT_SERVING
+
+
+def test_resume_sets_every_service_serving():
+    state = shut_down()
     state.resume()
     assert state.statuses() == {"": SERVING, "a": SERVING}
 

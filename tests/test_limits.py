@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import h2.errors
@@ -38,25 +40,41 @@ def test_default_limit_refuses_a_10_mb_request(server, channel):
     assert check(channel, "") == SERVING
 
 
-def test_streams_past_the_per_connection_limit_wait_and_other_connections_do_not():
+@pytest.fixture
+def two_streams_a_connection() -> Iterator[ThreadedServer]:
     with ThreadedServer(make_config(max_concurrent_streams=2)) as server:
-        crowded = grpc.insecure_channel(server.address, options=OWN_CONNECTION)
-        other = grpc.insecure_channel(server.address, options=OWN_CONNECTION)
-        try:
-            streams = [watch(crowded, "") for _ in range(2)]
-            for stream in streams:
-                assert next(stream).status == SERVING
-            with pytest.raises(grpc.RpcError) as error:
-                health_pb2_grpc.HealthStub(crowded).Check(
-                    health_pb2.HealthCheckRequest(), timeout=0.5
-                )
-            assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert check(other, "") == SERVING
-            streams[0].cancel()
-            assert check(crowded, "") == SERVING  # a slot is free again
-        finally:
-            crowded.close()
-            other.close()
+        yield server
+
+
+def crowd(channel: grpc.Channel) -> list[Any]:
+    """Open Watch streams on the channel's connection up to its limit of two."""
+    streams = [watch(channel, "") for _ in range(2)]
+    for stream in streams:
+        assert next(stream).status == SERVING
+    return streams
+
+
+def test_streams_past_the_per_connection_limit_wait(two_streams_a_connection):
+    address = two_streams_a_connection.address
+    with grpc.insecure_channel(address, options=OWN_CONNECTION) as crowded:
+        streams = crowd(crowded)
+        with pytest.raises(grpc.RpcError) as error:
+            health_pb2_grpc.HealthStub(crowded).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        streams[0].cancel()
+        assert check(crowded, "") == SERVING  # a slot is free again
+
+
+def test_per_connection_stream_limit_leaves_other_connections_alone(two_streams_a_connection):
+    address = two_streams_a_connection.address
+    with (
+        grpc.insecure_channel(address, options=OWN_CONNECTION) as crowded,
+        grpc.insecure_channel(address, options=OWN_CONNECTION) as other,
+    ):
+        streams = crowd(crowded)
+        assert check(other, "") == SERVING
+        for stream in streams:
+            stream.cancel()
 
 
 def test_client_that_pings_too_often_is_sent_goaway_too_many_pings():
@@ -90,7 +108,7 @@ def test_connection_past_its_maximum_age_is_sent_goaway():
             assert check(channel, "") == SERVING
 
 
-def test_check_keeps_answering_through_a_flood_of_connections_and_watch_streams(processes, server):
+def test_check_keeps_answering_through_a_watch_flood(processes, server):
     flood = CLIProcess(
         [sys.executable, "-m", "tests.apps.flood", server.address, "200", "4000", "60"],
         merge_stdout=True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -11,13 +11,11 @@ import pytest
 
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from petsage_grpc.health import SERVING
-from tests.helpers import WAIT, CLIProcess, check, wait_until
+from tests.helpers import WAIT, CLIProcess, check, start_server, wait_until
 
 
-def serve_json(processes, *args: str) -> tuple[CLIProcess, int]:
-    process = CLIProcess(
-        ["serve", "--host", "127.0.0.1", "--port", "0", "--log-format", "json", *args]
-    )
+def serve_json(processes: list[CLIProcess], *args: str) -> tuple[CLIProcess, int]:
+    process = start_server("--log-format", "json", *args)
     processes.append(process)
     port = int(process.wait_for_line(r'"event": "serving".*"port": (\d+), "listener": "main"')[1])
     return process, port
@@ -34,32 +32,59 @@ def smoke(port: int) -> None:
         )
 
 
-def test_every_json_line_parses_and_has_time_level_event_and_message(processes):
-    process, port = serve_json(processes)
-    smoke(port)
-    process.send()
-    assert process.wait() == 0
-    lines = [json.loads(line) for line in process.lines]
-    assert lines
-    for line in lines:
+@pytest.fixture(scope="module")
+def whole_run() -> Iterator[list[dict[str, Any]]]:
+    """Every line a JSON-logging server writes from start to SIGTERM, with a call in between."""
+    processes: list[CLIProcess] = []
+    try:
+        process, port = serve_json(processes)
+        smoke(port)
+        process.send()
+        assert process.wait() == 0
+        yield [json.loads(line) for line in process.lines]
+    finally:
+        for started in processes:
+            started.kill()
+
+
+def test_every_json_line_has_the_common_fields(whole_run):
+    assert whole_run
+    for line in whole_run:
         assert {"time", "level", "event", "message", "logger"} <= set(line)
-    assert [line["event"] for line in lines][-3:] == ["signal", "stopping", "stopped"]
 
 
-def test_status_change_carries_service_old_new_check_and_error(processes, tmp_path: Path):
-    drain = tmp_path / "drain"
+def test_stop_is_logged_as_signal_stopping_stopped(whole_run):
+    assert [line["event"] for line in whole_run][-3:] == ["signal", "stopping", "stopped"]
+
+
+@pytest.fixture(scope="module")
+def drained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CLIProcess]:
+    """A JSON-logging server once its required drain check has started to fail."""
+    drain = tmp_path_factory.mktemp("drain") / "drain"
     spec = f"name=drain,kind=file,target={drain},interval=50ms,failure_threshold=1"
-    process, port = serve_json(processes, "--check", spec)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        wait_until(lambda: check(channel, "readiness") == SERVING, what="readiness")
-    drain.touch()
-    process.wait_for_line('"event": "status_changed".*"new": "NOT_SERVING"')
-    changed = [e for e in events(process) if e["event"] == "status_changed"][-1]
+    processes: list[CLIProcess] = []
+    try:
+        process, port = serve_json(processes, "--check", spec)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            wait_until(lambda: check(channel, "readiness") == SERVING, what="readiness")
+        drain.touch()
+        process.wait_for_line('"event": "status_changed".*"new": "NOT_SERVING"')
+        yield process
+    finally:
+        for started in processes:
+            started.kill()
+
+
+def test_status_change_carries_its_cause(drained):
+    changed = [e for e in events(drained) if e["event"] == "status_changed"][-1]
     assert changed["service"] == "readiness"
     assert (changed["old"], changed["new"]) == ("SERVING", "NOT_SERVING")
     assert changed["check"] == "drain"
     assert changed["error"].endswith("the file exists")
-    failed = [e for e in events(process) if e["event"] == "check_changed"][-1]
+
+
+def test_failing_check_is_logged_as_a_warning(drained):
+    failed = [e for e in events(drained) if e["event"] == "check_changed"][-1]
     assert (failed["check"], failed["passing"], failed["level"]) == ("drain", False, "warning")
 
 
@@ -96,7 +121,7 @@ def test_access_log_of_health_rpcs_can_be_turned_on(processes):
 
 
 def test_text_is_the_default_format(processes):
-    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0"])
+    process = start_server()
     processes.append(process)
     process.wait_for_port()
     line = process.lines[-1]

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
 import grpc
 import pytest
 
 from petsage_grpc.health import NOT_SERVING, SERVING
-from tests.helpers import WAIT, CLIProcess, check, open_never_reading_watch, wait_until, watch
+from tests.helpers import (
+    WAIT,
+    CLIProcess,
+    check,
+    open_never_reading_watch,
+    start_server,
+    wait_until,
+    watch,
+)
 
 
 def new_check_code(port: int) -> grpc.StatusCode:
@@ -23,7 +32,7 @@ def new_check_code(port: int) -> grpc.StatusCode:
 
 
 def start(processes, *args: str) -> tuple[CLIProcess, int]:
-    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0", *args])
+    process = start_server(*args)
     processes.append(process)
     return process, process.wait_for_port()
 
@@ -32,6 +41,17 @@ def start_slow(processes, grace: float, drain: float = 0.0) -> tuple[CLIProcess,
     process = CLIProcess([sys.executable, "-m", "tests.apps.slow_server", str(grace), str(drain)])
     processes.append(process)
     return process, process.wait_for_port()
+
+
+def stop_during_a_sleep(process: CLIProcess, channel: grpc.Channel, seconds: int) -> Any:
+    """Start a Slow/Sleep RPC of `seconds`; once it is in flight, SIGTERM the server and wait
+    until it refuses new RPCs. Returns the RPC's future."""
+    sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
+    future = sleep.future(str(seconds).encode(), timeout=WAIT * 2)
+    process.wait_for_line("sleep started")
+    process.send(signal.SIGTERM)
+    process.wait_for_line("stopping: new RPCs refused")
+    return future
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -71,25 +91,17 @@ def test_drain_delay_keeps_answering_not_serving_before_stopping(processes):
 def test_rpc_in_flight_completes_within_the_grace_period(processes):
     process, port = start_slow(processes, grace=30)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
-        future = sleep.future(b"5", timeout=WAIT * 2)
-        process.wait_for_line("sleep started")
-        process.send(signal.SIGTERM)
-        process.wait_for_line("stopping: new RPCs refused")
+        future = stop_during_a_sleep(process, channel, 5)
         wait_until(lambda: new_check_code(port) == grpc.StatusCode.UNAVAILABLE, what="refusal")
         assert not future.done()
         assert future.result(timeout=WAIT * 2) == b"slept"
     assert process.wait() == 0
 
 
-def test_second_signal_cancels_rpc_in_flight_and_stops_at_once(processes):
+def test_second_signal_forces_the_stop(processes):
     process, port = start_slow(processes, grace=300)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        sleep = channel.unary_unary("/petsage.test.Slow/Sleep")
-        future = sleep.future(b"300", timeout=WAIT * 2)
-        process.wait_for_line("sleep started")
-        process.send(signal.SIGTERM)
-        process.wait_for_line("stopping: new RPCs refused")
+        future = stop_during_a_sleep(process, channel, 300)
         process.send(signal.SIGTERM)
         assert process.wait() == 1
         with pytest.raises(grpc.RpcError) as cut:
@@ -110,7 +122,7 @@ def test_watch_opened_during_the_drain_gets_not_serving_then_ends_ok(processes):
 
 def test_stop_signal_during_start_up_is_acted_on_once_serving(processes):
     check = "name=slow,kind=python,target=tests.apps.slow_import:check"
-    process = CLIProcess(["serve", "--host", "127.0.0.1", "--port", "0", "--check", check])
+    process = start_server("--check", check)
     processes.append(process)
     process.wait_for_line("importing a slow module")  # before the server handles signals
     process.send(signal.SIGTERM)

@@ -17,8 +17,17 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from petsage_grpc.health import SERVING
+from petsage_grpc.tls import ServerTLS
 from tests.certs import SERVER_NAME, Certs, make_certs
-from tests.helpers import WAIT, CLIProcess, ThreadedServer, check, make_config, run_cli, wait_until
+from tests.helpers import (
+    WAIT,
+    ThreadedServer,
+    check,
+    make_config,
+    run_cli,
+    start_server,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -146,36 +155,36 @@ def test_rotated_certificate_is_served_without_a_failed_call(certs):
     assert failures == []
 
 
-def test_bad_tls_files_at_start_up_are_one_line_and_exit_1(certs, tmp_path):
+def missing_cert(certs: Certs, tmp_path: Path) -> list[str]:
+    return ["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(certs.server.key)]
+
+
+def key_of_another_pair(certs: Certs, tmp_path: Path) -> list[str]:
     (tmp_path / "other").mkdir()
     other = make_certs(tmp_path / "other")
-    cases = [
-        (
-            ["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(certs.server.key)],
-            "cannot read",
-        ),
-        (
-            ["--tls-cert", str(certs.server.cert), "--tls-key", str(other.server.key)],
-            "are not a certificate and its key",
-        ),
-        (
-            [
-                "--tls-cert",
-                str(certs.server.cert),
-                "--tls-key",
-                str(certs.server.key),
-                "--tls-client-ca",
-                str(certs.server.key),
-            ],
-            "--tls-client-ca",
-        ),
-    ]
-    for args, message in cases:
-        result = run_cli("serve", "--host", "127.0.0.1", "--port", "0", *args)
-        assert result.returncode == 1, result.stderr
-        lines = result.stderr.splitlines()
-        assert len(lines) == 1, lines
-        assert message in lines[0]
+    return ["--tls-cert", str(certs.server.cert), "--tls-key", str(other.server.key)]
+
+
+def key_as_client_ca(certs: Certs, tmp_path: Path) -> list[str]:
+    pair = ["--tls-cert", str(certs.server.cert), "--tls-key", str(certs.server.key)]
+    return [*pair, "--tls-client-ca", str(certs.server.key)]
+
+
+@pytest.mark.parametrize(
+    ("bad_files", "message"),
+    [
+        (missing_cert, "cannot read"),
+        (key_of_another_pair, "are not a certificate and its key"),
+        (key_as_client_ca, "--tls-client-ca"),
+    ],
+    ids=["missing-cert", "key-of-another-pair", "key-as-client-ca"],
+)
+def test_bad_tls_files_at_start_up_are_a_one_line_error(certs, tmp_path, bad_files, message):
+    result = run_cli("serve", "--host", "127.0.0.1", "--port", "0", *bad_files(certs, tmp_path))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert message in lines[0]
 
 
 def test_tls_cert_without_key_is_a_usage_error(certs):
@@ -229,19 +238,7 @@ def test_health_port_follows_the_same_state(mtls_with_health_port):
 
 
 def test_health_port_from_the_cli_on_its_own_host(processes):
-    process = CLIProcess(
-        [
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--health-port",
-            "0",
-            "--health-host",
-            "::1",
-        ]
-    )
+    process = start_server("--health-port", "0", "--health-host", "::1")
     processes.append(process)
     process.wait_for_port()
     port = int(process.wait_for_line(r"health-only plaintext port on \[::1\]:(\d+)").group(1))
@@ -266,30 +263,47 @@ def encrypted_copy(key: Path, to: Path) -> Path:
     return to
 
 
-def test_reload_serves_a_good_new_pair_and_keeps_the_last_good_one_otherwise(
-    certs, tmp_path, caplog
-):
-    from petsage_grpc.tls import ServerTLS
-
+@pytest.fixture
+def server_tls(certs, caplog) -> ServerTLS:
+    """The server's TLS files as loaded at start-up, its log captured."""
     caplog.set_level("INFO", logger="petsage_grpc.tls")
-    tls = ServerTLS(str(certs.server.cert), str(certs.server.key))
-    assert tls.reload() is False  # nothing changed
+    return ServerTLS(str(certs.server.cert), str(certs.server.key))
+
+
+def events(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [getattr(record, "event", "") for record in caplog.records]
+
+
+def test_reload_of_unchanged_files_changes_nothing(server_tls, caplog):
+    assert server_tls.reload() is False
+    assert "tls_reload_failed" not in events(caplog)
+
+
+def test_reload_serves_a_new_pair_once_both_files_are_written(server_tls, certs, caplog):
     renewed = certs.authority.server("renewed")
     shutil.copyfile(renewed.cert, certs.server.cert)  # the key is not there yet
-    assert tls.reload() is False
+    assert server_tls.reload() is False
     assert "not a certificate and its key" in caplog.text
-    shutil.copyfile(encrypted_copy(renewed.key, tmp_path / "locked.key"), certs.server.key)
-    assert tls.reload() is False
-    assert "is encrypted" in caplog.text
     shutil.copyfile(renewed.key, certs.server.key)
-    assert tls.reload() is True
-    assert tls._fetch() is not None  # the next handshake gets it, once
-    assert tls._fetch() is None
-    events = [getattr(r, "event", "") for r in caplog.records]
-    assert events.count("tls_reload_failed") == 2 and events[-1] == "tls_reloaded"
+    assert server_tls.reload() is True
+    assert server_tls._fetch() is not None  # the next handshake gets it, once
+    assert server_tls._fetch() is None
+    assert events(caplog).count("tls_reload_failed") == 1 and events(caplog)[-1] == "tls_reloaded"
 
 
-def test_encrypted_key_at_start_up_is_one_line_and_exit_1(certs, tmp_path):
+def test_reload_keeps_the_last_good_pair_when_the_new_key_is_encrypted(
+    server_tls, certs, tmp_path, caplog
+):
+    renewed = certs.authority.server("renewed")
+    shutil.copyfile(renewed.cert, certs.server.cert)
+    shutil.copyfile(encrypted_copy(renewed.key, tmp_path / "locked.key"), certs.server.key)
+    assert server_tls.reload() is False
+    assert "is encrypted" in caplog.text
+    assert server_tls._fetch() is None
+    assert events(caplog) == ["tls_reload_failed"]
+
+
+def test_encrypted_key_at_start_up_is_a_one_line_error(certs, tmp_path):
     locked = encrypted_copy(certs.server.key, tmp_path / "locked.key")
     result = run_cli("serve", "--tls-cert", str(certs.server.cert), "--tls-key", str(locked))
     assert result.returncode == 1

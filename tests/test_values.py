@@ -21,7 +21,7 @@ def test_split_host_port(text, parts):
 
 
 @pytest.mark.parametrize("text", ["localhost", ":80", "host:", "host:http", "host:70000", "h:٨٠"])
-def test_split_host_port_refuses_what_is_not_host_and_port(text):
+def test_split_host_port_refuses_anything_else(text):
     with pytest.raises(ValueError, match="want host:port"):
         split_host_port(text)
 

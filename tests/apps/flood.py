@@ -19,7 +19,8 @@ async def flood(address: str, connections: int, streams: int, seconds: float) ->
     channels = [grpc.aio.insecure_channel(address, options=own) for _ in range(connections)]
     calls = [
         health_pb2_grpc.HealthStub(channels[i % connections]).Watch(
-            health_pb2.HealthCheckRequest(service="" if i % 2 else "readiness"), timeout=seconds
+            health_pb2.HealthCheckRequest(service="" if i % 2 else "readiness"),
+            timeout=seconds + 30,  # the first statuses may take a while on a busy machine
         )
         for i in range(streams)
     ]
