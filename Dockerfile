@@ -6,7 +6,8 @@ FROM python:3.11.7-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY petsage_grpc ./petsage_grpc
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# [all]: the postgres and redis checks' drivers too.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[all]"
 
 FROM python:3.11.7-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \

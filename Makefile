@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_OUT ?= petsage_grpc/_gen
 PROTOS := protos/petsage/v1/smoke.proto
 
-.PHONY: install run test lint proto generate bench fuzz clean
+.PHONY: install run test test-servers lint proto generate bench fuzz clean
 
 install: $(STAMP)
 
@@ -24,8 +24,22 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/petsage-grpc serve
 
-test: lint
+test: lint test-servers
 	$(BIN)/pytest
+
+# The postgres and redis checks are tested against real servers: Debian's postgresql (initdb and
+# pg_ctl, under /usr/lib/postgresql) and redis-server, installed here when missing (as root, with
+# apt-get), so that no test skips for want of them.
+test-servers:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+	  || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "make: the tests need$$missing: apt-get install -y$$missing" >&2; exit 1; fi; \
+	fi
 
 lint: install
 	$(BIN)/ruff check petsage_grpc tests examples bench deploy

@@ -147,3 +147,21 @@ def test_drain_file_from_the_configmap_takes_the_pod_out_of_readiness(tmp_path, 
     Path(pod.local("/var/run/petsage/drain")).touch()  # kubectl exec POD -- touch ...
     wait_until(lambda: not pod.probe("readinessProbe"), what="readiness to fail")
     assert pod.probe("livenessProbe")
+
+
+def test_datastores_overlay_config_reads_its_passwords_from_the_secret_volume(tmp_path):
+    from petsage_grpc.config import Config
+
+    manifests = render(KUBERNETES / "overlays" / "datastores")
+    configmap = next(m for m in manifests if m["kind"] == "ConfigMap")
+    path = tmp_path / "petsage.toml"
+    path.write_text(configmap["data"]["petsage.toml"])
+    config = Config.load({"config": str(path)}, {})
+    passwords = {check.name: check.password for check in config.checks if check.password}
+    assert passwords == {
+        "postgres": "file:/etc/petsage-secrets/postgres-password",
+        "redis": "file:/etc/petsage-secrets/redis-password",
+    }
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "datastores", "mountPath": "/etc/petsage-secrets", "readOnly": True} in mounts

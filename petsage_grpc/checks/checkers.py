@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import importlib
 import inspect
 import os
-import socket
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from petsage_grpc.checks.spec import CheckSpec, PythonCheck, SpecError
+from petsage_grpc.checks.base import CheckFailed, in_own_thread, read_secret, words
+from petsage_grpc.checks.spec import CheckSpec, PythonCheck, SpecError, parse_free_space
 from petsage_grpc.values import split_host_port
 
 if TYPE_CHECKING:
@@ -46,10 +44,6 @@ GAP_BACKOFF = (0.05, 5.0)
 """Seconds between reconnection attempts of a followed check: the first, and the most."""
 
 
-class CheckFailed(Exception):
-    """The dependency answered, and the answer is a failure; the message is fit to show."""
-
-
 class Checker(Protocol):
     async def run(self) -> None: ...
 
@@ -64,81 +58,19 @@ class Follower(Checker, Protocol):
 def make_checker(spec: CheckSpec) -> Checker:
     """The checker of `spec`. Raises SpecError if it cannot be set up (a python target that does
     not import, a TLS or header file that cannot be read)."""
+    if spec.kind in ("postgres", "redis"):
+        from petsage_grpc.checks.datastores import PostgresChecker, RedisChecker
+
+        return PostgresChecker(spec) if spec.kind == "postgres" else RedisChecker(spec)
     makers: dict[str, Callable[[CheckSpec], Checker]] = {
         "tcp": TcpChecker,
         "grpc": GrpcChecker,
         "http": HttpChecker,
         "file": FileChecker,
+        "disk": DiskChecker,
         "python": PythonChecker,
     }
     return makers[spec.kind](spec)
-
-
-def words(error: BaseException) -> str:
-    """What went wrong, in words that name no host, address, path or credential."""
-    if isinstance(error, CheckFailed):
-        return str(error)
-    for each in _causes(error):
-        if isinstance(each, TimeoutError):
-            return "timed out"
-        if isinstance(each, socket.gaierror):
-            return "name does not resolve"
-        if isinstance(each, ssl.SSLCertVerificationError):
-            return "TLS certificate not trusted"
-        if isinstance(each, ssl.SSLError):
-            return "TLS handshake failed"
-        if isinstance(each, OSError) and each.errno is not None:
-            return _ERRNO_WORDS.get(each.errno) or (os.strerror(each.errno).lower())
-    name = type(error).__name__
-    return _HTTPX_WORDS.get(name, "cannot connect" if isinstance(error, OSError) else name)
-
-
-_ERRNO_WORDS = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ECONNRESET: "connection reset",
-    errno.EHOSTUNREACH: "host unreachable",
-    errno.ENETUNREACH: "network unreachable",
-    errno.ETIMEDOUT: "timed out",
-    errno.EPIPE: "connection closed",
-}
-_HTTPX_WORDS = {
-    "ConnectTimeout": "timed out",
-    "ReadTimeout": "timed out",
-    "WriteTimeout": "timed out",
-    "PoolTimeout": "timed out",
-    "ConnectError": "cannot connect",
-    "ReadError": "connection lost",
-    "WriteError": "connection lost",
-    "RemoteProtocolError": "invalid HTTP response",
-    "LocalProtocolError": "invalid HTTP request",
-    "UnsupportedProtocol": "unsupported URL scheme",
-}
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    each: BaseException | None = error
-    while each is not None and each not in chain:
-        chain.append(each)
-        each = each.__cause__ or each.__context__
-    return chain
-
-
-def read_secret(value: str, what: str) -> str:
-    """A setting's value, or what `env:NAME` / `file:PATH` points at. Raises SpecError."""
-    if value.startswith("env:"):
-        name = value[len("env:") :]
-        if name not in os.environ:
-            raise SpecError(what, f"the environment variable {name} is not set")
-        return os.environ[name]
-    if value.startswith("file:"):
-        path = value[len("file:") :]
-        try:
-            with open(path, encoding="utf-8") as file:
-                return file.read().strip()
-        except OSError as exc:
-            raise SpecError(what, f"cannot read {path}: {exc.strerror}") from None
-    return value
 
 
 def _read_file(path: str, key: str) -> bytes:
@@ -360,27 +292,42 @@ class FileChecker:
         return None
 
 
-async def in_own_thread(function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)` in a new daemon thread: a call that never returns holds that thread
-    only, never a shared pool, and never the process's exit."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+class DiskChecker:
+    """Passes when the file system holding the path has at least `min_free` free (bytes, or a
+    share of its size), as Spring Boot's diskSpace indicator; it looks in a thread of its own,
+    so a hung file system holds only this check."""
 
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
+    def __init__(self, spec: CheckSpec) -> None:
+        assert isinstance(spec.target, str)
+        self._path = spec.target
+        self._unit, self._least = parse_free_space(spec.min_free)
+        self._wanted = spec.min_free
 
-    def work() -> None:
+    async def run(self) -> None:
         try:
-            result = function(*args)
-        except BaseException as exc:  # delivered to the awaiting task
-            error = exc
-            loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
-        else:
-            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+            stats = await in_own_thread(os.statvfs, self._path)
+        except OSError as exc:
+            raise CheckFailed(words(exc)) from exc
+        free = stats.f_bavail * stats.f_frsize  # what an unprivileged process may still use
+        size = stats.f_blocks * stats.f_frsize
+        if self._unit == "percent":
+            share = 100.0 * free / size if size else 0.0
+            if share < self._least:
+                raise CheckFailed(f"{share:.1f}% free, less than {self._wanted}")
+        elif free < self._least:
+            raise CheckFailed(f"{format_bytes(free)} free, less than {self._wanted}")
 
-    threading.Thread(target=work, name="petsage-blocking", daemon=True).start()
-    return await future
+    async def close(self) -> None:
+        return None
+
+
+def format_bytes(count: float) -> str:
+    """`512.0 MiB`, `1.5 GiB`: sizes as people read them."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    raise AssertionError("unreachable")
 
 
 class PythonChecker:

@@ -13,7 +13,8 @@ import math
 import time
 from collections.abc import Callable
 
-from petsage_grpc.checks.checkers import CheckFailed, Follower, make_checker, words
+from petsage_grpc.checks.base import CheckFailed, words
+from petsage_grpc.checks.checkers import Follower, make_checker
 from petsage_grpc.checks.spec import CheckSpec
 from petsage_grpc.values import format_seconds
 

@@ -14,7 +14,12 @@ from typing import Any
 
 from petsage_grpc.values import parse_bool, parse_duration, split_host_port
 
-KINDS = ("tcp", "grpc", "http", "file", "python")
+KINDS = ("tcp", "grpc", "http", "postgres", "redis", "file", "disk", "python")
+
+EXTRAS = {"postgres": ("asyncpg", "postgres"), "redis": ("redis", "redis")}
+"""The kinds whose client library is an optional extra: (module, extra)."""
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 PythonCheck = Callable[[], Awaitable[object]]
 """A `python` check: a coroutine function that raises (or returns False) when failing."""
@@ -62,6 +67,22 @@ class CheckSpec:
     """http only: extra request headers; a value may be `env:NAME` or `file:PATH`."""
     expect_status: tuple[tuple[int, int], ...] = DEFAULT_EXPECT_STATUS
     """http only: the status codes that pass, as inclusive ranges (default 200-399)."""
+    user: str = ""
+    """postgres, redis: the user to log in as."""
+    password: str = ""
+    """postgres, redis: `env:NAME` or `file:PATH` (a Kubernetes secret volume); never in clear."""
+    database: str = ""
+    """postgres: the database name; redis: the database number."""
+    sslmode: str = ""
+    """postgres: as libpq's sslmode (disable ... verify-full); tls_ca is its sslrootcert."""
+    query: str = "SELECT 1"
+    """postgres: the query to run."""
+    read_write: bool = False
+    """postgres: fail when the server is read-only (a hot standby, or transaction_read_only)."""
+    role: str = ""
+    """redis: fail unless the server's ROLE is this ("master" or "replica")."""
+    min_free: str = ""
+    """disk: the least free space that passes: bytes (`500MiB`, `2GB`) or a share (`10%`)."""
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -89,22 +110,54 @@ class CheckSpec:
     def _kind_problem(self) -> tuple[str, str] | None:
         only = {
             "service": ("grpc",),
-            "tls": ("grpc",),
+            "tls": ("grpc", "redis"),
             "tls_server_name": ("grpc",),
-            "tls_ca": ("grpc", "http"),
-            "tls_cert": ("grpc", "http"),
-            "tls_key": ("grpc", "http"),
+            "tls_ca": ("grpc", "http", "postgres", "redis"),
+            "tls_cert": ("grpc", "http", "postgres", "redis"),
+            "tls_key": ("grpc", "http", "postgres", "redis"),
             "headers": ("http",),
+            "user": ("postgres", "redis"),
+            "password": ("postgres", "redis"),
+            "database": ("postgres", "redis"),
+            "sslmode": ("postgres",),
+            "read_write": ("postgres",),
+            "role": ("redis",),
+            "min_free": ("disk",),
         }
         for key, kinds in only.items():
             if getattr(self, key) and self.kind not in kinds:
-                return key, f"is only for {' and '.join(kinds)} checks"
+                return key, f"is only for {', '.join(kinds)} checks"
         if self.expect_status != DEFAULT_EXPECT_STATUS and self.kind != "http":
             return "expect_status", "is only for http checks"
+        if self.query != "SELECT 1" and self.kind != "postgres":
+            return "query", "is only for postgres checks"
+        return self._datastore_problem() or self._tls_problem()
+
+    def _datastore_problem(self) -> tuple[str, str] | None:
+        if self.password and not self.password.startswith(SECRET_PREFIXES):
+            return "password", "give it as env:VARIABLE or file:PATH, never in clear"
+        if self.sslmode and self.sslmode not in SSLMODES:
+            return "sslmode", f"must be one of: {', '.join(SSLMODES)}"
+        if self.kind == "redis" and self.database and not self.database.isdigit():
+            return "database", f"must be a database number, not {self.database!r}"
+        if self.role and self.role not in ("master", "replica"):
+            return "role", f"must be master or replica, not {self.role!r}"
+        if self.kind == "postgres" and not self.query.strip():
+            return "query", "must not be empty"
+        if self.kind == "disk":
+            if not self.min_free:
+                return "min_free", "is missing (e.g. 10% or 500MiB)"
+            try:
+                parse_free_space(self.min_free)
+            except ValueError as exc:
+                return "min_free", str(exc)
+        return None
+
+    def _tls_problem(self) -> tuple[str, str] | None:
         if bool(self.tls_cert) != bool(self.tls_key):
             return "tls_cert", "and tls_key go together: give both or neither"
         uses_tls = self.tls_ca or self.tls_cert or self.tls_server_name
-        if self.kind == "grpc" and uses_tls and not self.tls:
+        if self.kind in ("grpc", "redis") and uses_tls and not self.tls:
             return "tls", "must be true for the other tls_ keys to apply"
         if (
             self.kind == "http"
@@ -148,6 +201,22 @@ def _target_problem(kind: str, target: object) -> tuple[str, str] | None:
             port = 0
         if port == 0:
             return "target", f"must be host:port, not {target!r}"
+    if kind in ("postgres", "redis") and "://" in target:
+        schemes = (
+            ("postgresql://", "postgres://") if kind == "postgres" else ("redis://", "rediss://")
+        )
+        if not target.startswith(schemes):
+            return "target", f"must be host:port or a {schemes[0]} URL"
+        url = urllib.parse.urlsplit(target)
+        if url.password is not None or "password" in urllib.parse.parse_qs(url.query):
+            return "target", "must not carry a password: give it as password = env:... or file:..."
+        return None
+    if kind in ("postgres", "redis"):
+        try:
+            split_host_port(target)
+        except ValueError:
+            return "target", f"must be host:port or a URL, not {target!r}"
+        return None
     if kind == "http":
         if not target.startswith(("http://", "https://")):
             return "target", "must be an http:// or https:// URL"
@@ -157,6 +226,26 @@ def _target_problem(kind: str, target: object) -> tuple[str, str] | None:
         if not url.hostname:
             return "target", "has no host"
     return None
+
+
+_SIZES = {
+    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+
+
+def parse_free_space(text: str) -> tuple[str, float]:
+    """`10%` as ("percent", 10.0); `500MiB`, `2GB` or `1048576` as ("bytes", the number)."""
+    value = text.strip().lower().replace(" ", "")
+    if value.endswith("%"):
+        number = value[:-1]
+        if re.fullmatch(r"[0-9]+(\.[0-9]+)?", number) and 0 < float(number) < 100:
+            return "percent", float(number)
+        raise ValueError(f"invalid share {text!r} (more than 0% and less than 100%)")
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([kmgt]i?b|b)?", value)
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(f"invalid size {text!r} (e.g. 500MiB, 2GB or 10%)")
+    return "bytes", float(match[1]) * _SIZES[match[2] or ""]
 
 
 def parse_status_ranges(value: object) -> tuple[tuple[int, int], ...]:
@@ -223,6 +312,15 @@ def _parse_flag_bool(value: object) -> bool:
     raise ValueError(f"must be true or false, not {value!r}")
 
 
+def _parse_database(value: object) -> str:
+    """A database name (postgres) or number (redis, where TOML may write it as a number)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"must be a name or a number, not {value!r}")
+
+
 def _parse_seconds(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"must be a duration, not {value!r}")
@@ -239,6 +337,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "success_threshold": _parse_int,
     "required": _parse_flag_bool,
     "tls": _parse_flag_bool,
+    "read_write": _parse_flag_bool,
+    "database": _parse_database,
     "services": _parse_services,
     "headers": _parse_headers,
     "expect_status": parse_status_ranges,
