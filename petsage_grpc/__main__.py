@@ -1,5 +1,5 @@
-"""`python -m petsage_grpc` runs the same CLI as `petsage-grpc`."""
+"""`python -m petsage_grpc` runs the same program as `petsage-grpc`."""
 
-from petsage_grpc.cli import run
+from petsage_grpc.launch import run
 
 run()

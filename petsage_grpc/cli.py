@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
@@ -158,13 +157,7 @@ def _setup_logging(level: str, log_format: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # A stop signal that comes before the server handles signals is kept, not fatal: the server
-    # acts on it as soon as it can (an orchestrator may stop a pod that is still starting).
-    early_signals: list[int] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda received, _: early_signals.append(received))
-
-    from petsage_grpc.config import Config, ConfigError
+    from petsage_grpc.config import Config, ConfigError, service_links
 
     try:
         config = Config.load(vars(args), os.environ)
@@ -172,6 +165,14 @@ def _serve(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_USAGE
     _setup_logging(config.log_level, config.log_format)
+    for variable in service_links(os.environ):
+        logging.getLogger("petsage_grpc.config").warning(
+            "ignoring %s=%s: a Kubernetes service link, not a setting (set enableServiceLinks:"
+            " false in the pod spec)",
+            variable,
+            os.environ[variable],
+            extra={"event": "setting_ignored", "variable": variable},
+        )
 
     from petsage_grpc.monitor import CheckSetupError
     from petsage_grpc.server import BindError, Server
@@ -183,7 +184,7 @@ def _serve(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_USAGE
     try:
-        return _run_until_stopped(server.serve(early_signals=early_signals))
+        return _run_until_stopped(server.serve())
     except (BindError, TLSError) as exc:
         _error(str(exc))
         return EXIT_FAILURE

@@ -29,6 +29,22 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"
 CHECK_ENV_SEPARATOR = ";"
 
 
+def is_service_link(value: str) -> bool:
+    """Whether a variable's value is one Kubernetes injects for a Service (`tcp://10.96.0.12:80`):
+    a Service named `petsage` gives every pod of its namespace PETSAGE_PORT=tcp://..., which is
+    no setting of ours and is ignored (the manifests also set enableServiceLinks: false)."""
+    return value.startswith(("tcp://", "udp://", "sctp://"))
+
+
+def service_links(environ: Mapping[str, str]) -> list[str]:
+    """The PETSAGE_* settings' variables that hold Kubernetes service links, so are ignored."""
+    return sorted(
+        option.env
+        for option in OPTIONS
+        if option.env in environ and is_service_link(environ[option.env])
+    )
+
+
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names where it came from."""
 
@@ -51,7 +67,7 @@ class Config:
 
     host: str = "0.0.0.0"
     port: int = 50051
-    drain_delay: float = 0.0
+    drain_delay: float = 0.5
     grace_period: float = 10.0
     log_level: str = "info"
     reflection: bool = True
@@ -115,7 +131,7 @@ class Config:
                 )
             elif flags.get(option.field) is not None:
                 values[option.field] = flags[option.field]
-            elif option.env in environ:
+            elif option.env in environ and not is_service_link(environ[option.env]):
                 values[option.field] = _parse(option, environ[option.env], option.env)
         names = [check.name for check in values["checks"]]
         duplicates = sorted({name for name in names if names.count(name) > 1})

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -24,7 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from petsage_grpc import __version__
+from petsage_grpc import __version__, signals
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
 from petsage_grpc.config import Config
 from petsage_grpc.health import HealthServicer, HealthState
@@ -117,6 +119,7 @@ class Server:
             self.metrics, self.in_flight, access_log_health=config.access_log_health
         )
         self._admin: AdminServer | None = None
+        self._tls: ServerTLS | None = None
         self._services = tuple(services)
         self.monitor = HealthMonitor(
             self.state,
@@ -142,7 +145,7 @@ class Server:
         if config.tls:
             from petsage_grpc.tls import ServerTLS
 
-            tls = ServerTLS(config.tls_cert, config.tls_key, config.tls_client_ca)
+            tls = self._tls = ServerTLS(config.tls_cert, config.tls_key, config.tls_client_ca)
         main = self._listener(config.max_watch_streams)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
             SmokeServicer(self.monitor, started=time.monotonic()), main
@@ -228,16 +231,15 @@ class Server:
         if force:
             self._force_requested.set()
 
-    async def serve(self, *, handle_signals: bool = True, early_signals: Sequence[int] = ()) -> int:
+    async def serve(self, *, handle_signals: bool = True) -> int:
         """Start, serve until a stop is requested, shut down. Returns the process exit code:
         0 after a graceful stop, 1 when a forced stop may have cut RPCs short.
 
-        `early_signals` are stop signals received before this was called; they count as if
-        received now."""
+        With `handle_signals`, the server acts on the signals of `petsage_grpc.signals`; those
+        held since the process began (`signals.hold()`) are acted on now."""
         if handle_signals:
             self._install_signal_handlers()
-            for signum in tuple(early_signals):
-                self._on_signal(signum)
+            signals.release()
         await self.start()
         await self._stop_requested.wait()
         return 0 if await self.drain_and_stop() else 1
@@ -304,10 +306,14 @@ class Server:
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        for signum in signals.STOP:
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_ignored, signal.SIGUSR2)
+        # Written by the C handler itself, so it works even when the event loop is stuck.
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
-    def _on_signal(self, signum: int) -> None:
+    def _on_stop_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self._stop_requested.is_set():
             log.warning(
@@ -319,6 +325,18 @@ class Server:
         else:
             log.info("received %s: shutting down", name, extra={"event": "signal", "signal": name})
             self.request_stop()
+
+    def _on_hangup(self) -> None:
+        fields = {"event": "signal", "signal": "SIGHUP"}
+        if self._tls is None:
+            log.info("received SIGHUP: no TLS files to re-read", extra=fields)
+            return
+        log.info("received SIGHUP: re-reading the TLS files", extra=fields)
+        self._tls.reload()
+
+    def _on_ignored(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        log.info("received %s: ignored", name, extra={"event": "signal", "signal": name})
 
 
 def _bind(server: grpc.aio.Server, host: str, port: int, tls: ServerTLS | None) -> int:

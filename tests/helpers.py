@@ -124,7 +124,11 @@ class CLIProcess:
     """The petsage-grpc CLI (or another script) as a subprocess, its stderr read line by line."""
 
     def __init__(
-        self, args: Sequence[str], env: dict[str, str] | None = None, merge_stdout: bool = False
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        merge_stdout: bool = False,
+        cwd: Path | None = None,
     ) -> None:
         command = list(args) if args and args[0] == sys.executable else [CLI, *args]
         self.proc = subprocess.Popen(
@@ -134,7 +138,7 @@ class CLIProcess:
             stderr=subprocess.STDOUT if merge_stdout else subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
-            cwd=ROOT,
+            cwd=cwd or ROOT,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()

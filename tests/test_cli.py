@@ -242,3 +242,26 @@ def test_crash_report_reaches_stderr(processes):
     process.send(signal.SIGSEGV)
     process.wait_for_line("Fatal Python error: Segmentation fault")
     process.wait_for_line(r'File ".*", line \d+')
+
+
+def test_kubernetes_service_link_variable_is_a_warning_not_an_error(processes):
+    process = CLIProcess(
+        ["serve", "--host", "127.0.0.1", "--port", "0"],
+        env={"PETSAGE_PORT": "tcp://10.96.0.12:50051"},
+    )
+    processes.append(process)
+    process.wait_for_line("ignoring PETSAGE_PORT=tcp://10.96.0.12:50051: a Kubernetes service link")
+    process.wait_for_port()
+
+
+def test_file_in_the_working_directory_never_shadows_a_module_the_server_needs(processes, tmp_path):
+    (tmp_path / "h11.py").write_text("raise RuntimeError('shadowed')\n")  # the admin port's parser
+    (tmp_path / "mychecks.py").write_text("async def ok():\n    return True\n")
+    process = CLIProcess(
+        ["serve", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
+         "--check", "name=mine,kind=python,target=mychecks:ok"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    processes.append(process)
+    process.wait_for_line("admin HTTP port on")
+    process.wait_for_line("check 'mine' \\(python\\) passes")

@@ -178,3 +178,43 @@ def test_service_config_timeouts_are_valid_durations(replicas, seconds):
             .SmokeTest(smoke_pb2.SmokeTestRequest(), timeout=WAIT)
             .version
         )
+
+
+def test_no_call_sent_before_sigterm_fails_with_the_default_settings(processes):
+    import signal
+    import threading
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tests.helpers import start_server
+
+    stopping, staying = start_server(), start_server()
+    processes.extend((stopping, staying))
+    addresses = [f"127.0.0.1:{process.wait_for_port()}" for process in (stopping, staying)]
+    failed: list[tuple[float, grpc.StatusCode]] = []
+    done = threading.Event()
+    with channel(addresses, timeout=WAIT) as backends:
+        stub = health_pb2_grpc.HealthStub(backends)
+        request = health_pb2.HealthCheckRequest(service="readiness")
+        stub.Check(request, wait_for_ready=True, timeout=WAIT)
+
+        def call() -> None:  # a closed loop, as 16 busy callers of a service are
+            while not done.is_set():
+                started = time.monotonic()
+                try:
+                    stub.Check(request)
+                except grpc.RpcError as error:
+                    failed.append((started, error.code()))
+
+        callers = [threading.Thread(target=call) for _ in range(16)]
+        for caller in callers:
+            caller.start()
+        time.sleep(0.5)  # the load, before the stop (bounded: it is the behaviour under test)
+        signalled = time.monotonic()
+        stopping.send(signal.SIGTERM)
+        assert stopping.wait() == 0
+        done.set()
+        for caller in callers:
+            caller.join(WAIT)
+    assert [code for started, code in failed if started < signalled] == []

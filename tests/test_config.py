@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from petsage_grpc.checks.spec import CheckSpec, parse_check_flag
-from petsage_grpc.config import OPTIONS, Config, ConfigError
+from petsage_grpc.config import OPTIONS, Config, ConfigError, service_links
 from petsage_grpc.values import parse_duration
 
 
@@ -19,7 +19,7 @@ def test_every_setting_has_one_option():
 def test_defaults_serve_every_interface_on_50051():
     config = Config.load({}, {})
     assert config.address == "0.0.0.0:50051"
-    assert config.drain_delay == 0
+    assert config.drain_delay == 0.5  # clients learn NOT_SERVING before the port closes
     assert config.grace_period == 10
     assert config.reflection is True
 
@@ -246,3 +246,13 @@ def test_readme_documents_every_serve_flag():
 def test_counts_past_what_grpc_holds_are_refused(variable):
     with pytest.raises(ConfigError, match=variable):
         Config.load({}, {variable: "3000000000"})
+
+
+def test_kubernetes_service_link_in_a_variable_is_ignored():
+    config = Config.load({}, {"PETSAGE_PORT": "tcp://10.96.0.12:50051", "PETSAGE_HOST": "::1"})
+    assert (config.port, config.host) == (50051, "::1")
+
+
+def test_service_links_are_named():
+    environ = {"PETSAGE_PORT": "tcp://10.96.0.12:50051", "PETSAGE_ADMIN_PORT": "9090"}
+    assert service_links(environ) == ["PETSAGE_PORT"]

@@ -8,7 +8,12 @@ from pathlib import Path
 from tests.helpers import ROOT
 
 PACKAGE = ROOT / "petsage_grpc"
-COMMAND_LINE = ("petsage_grpc.cli", "petsage_grpc.commands", "petsage_grpc.__main__")
+COMMAND_LINE = (
+    "petsage_grpc.cli",
+    "petsage_grpc.commands",
+    "petsage_grpc.launch",
+    "petsage_grpc.__main__",
+)
 
 
 def module_name(path: Path) -> str:

@@ -53,8 +53,9 @@ def test_every_json_line_has_the_common_fields(whole_run):
         assert {"time", "level", "event", "message", "logger"} <= set(line)
 
 
-def test_stop_is_logged_as_signal_stopping_stopped(whole_run):
-    assert [line["event"] for line in whole_run][-3:] == ["signal", "stopping", "stopped"]
+def test_stop_is_logged_as_signal_draining_stopping_stopped(whole_run):
+    events = [line["event"] for line in whole_run][-4:]
+    assert events == ["signal", "draining", "stopping", "stopped"]
 
 
 @pytest.fixture(scope="module")

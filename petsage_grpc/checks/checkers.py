@@ -345,7 +345,9 @@ class PythonChecker:
 
 
 def resolve_python_check(target: str | PythonCheck) -> PythonCheck:
-    """The coroutine function named `module:function` (the working directory is importable).
+    """The coroutine function named `module:function`. The working directory is importable,
+    after the standard library and the installed packages: a file there never shadows a module
+    the server needs (a python check target, like the config file, is trusted: it runs code).
 
     Raises SpecError saying what is wrong with the target.
     """
@@ -354,7 +356,7 @@ def resolve_python_check(target: str | PythonCheck) -> PythonCheck:
     else:
         module_name, _, attribute = target.partition(":")
         if "" not in sys.path and os.getcwd() not in sys.path:
-            sys.path.insert(0, "")
+            sys.path.append(os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
