@@ -90,7 +90,7 @@ def web() -> Iterator[tuple[str, type[StatusHandler]]]:
     httpd.server_close()
 
 
-def test_tcp_dependency_closed_and_reopened_moves_readiness_and_watchers_see_it(listener):
+def test_watchers_follow_a_tcp_dependency_going_away_then_back(listener):
     port = listener.getsockname()[1]
     spec = CheckSpec(name="db", kind="tcp", target=f"127.0.0.1:{port}", **FAST)
     with serve_with(spec) as server, grpc.insecure_channel(server.address) as channel:
@@ -152,7 +152,7 @@ def test_http_500_from_an_optional_dependency_degrades_but_keeps_readiness(web):
         assert_ready(channel, True)
 
 
-def test_http_500_from_a_required_dependency_fails_readiness_and_3xx_passes(web):
+def test_required_http_dependency_fails_on_500_passes_on_302(web):
     url, handler = web
     spec = CheckSpec(name="api", kind="http", target=url, **FAST)
     with serve_with(spec) as server, grpc.insecure_channel(server.address) as channel:
@@ -166,7 +166,7 @@ def test_http_500_from_a_required_dependency_fails_readiness_and_3xx_passes(web)
         assert_ready(channel, True)
 
 
-def test_drain_file_created_and_removed(tmp_path: Path):
+def test_drain_file_takes_readiness_down_while_it_exists(tmp_path: Path):
     drain = tmp_path / "drain"
     spec = CheckSpec(name="drain", kind="file", target=str(drain), **FAST)
     with serve_with(spec) as server, grpc.insecure_channel(server.address) as channel:
@@ -195,7 +195,7 @@ def test_hanging_python_check_never_slows_health_rpcs():
         assert smoke(channel).checks[0].last_error == "no result yet"
 
 
-def test_hanging_check_times_out_and_fails():
+def test_hanging_check_fails_at_its_timeout():
     spec = CheckSpec(name="stuck", kind="python", target="tests.apps.checks:hang", **MANUAL)
     with serve_with(spec) as server, grpc.insecure_channel(server.address) as channel:
         run_checks(server)  # the first results are in
@@ -291,7 +291,7 @@ def test_deep_smoke_test_lists_every_check(tmp_path: Path):
         assert fresh.checks[1].last_run_time.ToNanoseconds() > first.last_run_time.ToNanoseconds()
 
 
-def test_maintenance_takes_readiness_down_and_keeps_liveness():
+def test_maintenance_is_seen_through_every_health_rpc():
     with serve_with() as server, grpc.insecure_channel(server.address) as channel:
         server.server.monitor.enter_maintenance()
         assert_ready(channel, False)
@@ -329,7 +329,7 @@ def test_liveness_goes_not_serving_only_when_shutting_down():
         assert [r.status for r in stream] == [NOT_SERVING]
 
 
-def test_check_added_at_run_time_runs_and_counts():
+def test_check_added_at_run_time_counts_for_readiness():
     with serve_with() as server, grpc.insecure_channel(server.address) as channel:
         spec = CheckSpec(name="late", kind="python", target="tests.apps.checks:refuse", **MANUAL)
         server.loop.call_soon_threadsafe(server.server.monitor.add_check, spec)

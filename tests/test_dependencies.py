@@ -63,7 +63,7 @@ def by_name(response: smoke_pb2.SmokeTestResponse) -> dict[str, smoke_pb2.CheckR
 # --- isolation -------------------------------------------------------------------------------
 
 
-def test_trickling_http_dependency_delays_no_other_check_and_not_the_stop(tmp_path: Path):
+def test_trickling_http_dependency_delays_nothing_else(tmp_path: Path):
     drain = tmp_path / "drain"  # never created: the file check must keep passing
     with Trickler(pause=0.3) as trickler, Listener() as database:
         fast = "interval=0.2,timeout=0.5,failure_threshold=1"
@@ -362,7 +362,7 @@ def test_check_scoped_to_an_unknown_service_stops_start_up():
 # --- http -------------------------------------------------------------------------------------
 
 
-def test_http_check_sends_headers_from_env_and_file(tmp_path: Path, monkeypatch):
+def test_http_check_sends_headers_read_from_references(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("CATALOG_TOKEN", "Bearer s3cret")
     (tmp_path / "client").write_text("petsage\n")
     with WebServer() as web:

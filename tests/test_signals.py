@@ -39,7 +39,7 @@ def serving(process: CLIProcess, port: int) -> bool:
         return process.proc.poll() is None and check(channel, "liveness") == SERVING
 
 
-def test_sighup_without_tls_is_logged_and_keeps_serving(processes):
+def test_sighup_without_tls_only_logs(processes):
     process = start_server()
     processes.append(process)
     port = process.wait_for_port()
@@ -70,7 +70,7 @@ def test_sighup_re_reads_the_tls_files_at_once(processes, tmp_path):
     process.wait_for_line("TLS files changed")
 
 
-def test_sigusr1_writes_every_threads_stack_and_keeps_serving(processes):
+def test_sigusr1_writes_every_threads_stack(processes):
     process = start_server()
     processes.append(process)
     port = process.wait_for_port()
