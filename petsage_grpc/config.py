@@ -73,6 +73,7 @@ class Config:
     reflection: bool = True
     checks: tuple[CheckSpec, ...] = ()
     services: tuple[str, ...] = ()
+    history_size: int = 200
     fresh_run_reuse: float = 1.0
     max_watch_streams: int = 20_000
     max_unknown_services: int = 100
@@ -239,6 +240,12 @@ OPTIONS: tuple[Option, ...] = (
         show=_show_checks,
         repeat=",",
         flag_name="service",
+    ),
+    Option(
+        "history_size",
+        parse_count,
+        "transitions of services and checks kept for the status page and SmokeTest",
+        "N",
     ),
     Option(
         "fresh_run_reuse",

@@ -24,6 +24,8 @@ from typing import NoReturn, TypeAlias
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from petsage_grpc.history import History
+
 ServingStatus: TypeAlias = int
 """A value of grpc.health.v1.HealthCheckResponse.ServingStatus."""
 
@@ -38,6 +40,11 @@ OVERALL = ""
 
 LIST_LIMIT = 100
 """List fails with RESOURCE_EXHAUSTED past this many services (gRFC A90)."""
+
+
+def status_name(status: ServingStatus) -> str:
+    """`SERVING`, `NOT_SERVING` ...: a status as the protocol names it."""
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
 
 
 class WatchRefused(Exception):
@@ -112,8 +119,12 @@ class HealthState:
     Every method may be called from any thread. None of them waits on I/O.
     """
 
-    def __init__(self, *, max_unknown_services: int | None = None) -> None:
+    def __init__(
+        self, *, max_unknown_services: int | None = None, history: History | None = None
+    ) -> None:
+        """`history`, when given, records every change of a registered service's status."""
         self.max_unknown_services = max_unknown_services
+        self.history = history
         self._lock = threading.Lock()
         self._statuses: dict[str, ServingStatus] = {}
         self._watchers: dict[str, set[Watcher]] = {}
@@ -140,8 +151,9 @@ class HealthState:
         """How many Watch streams are open."""
         return self._watcher_count
 
-    def set(self, service: str, status: ServingStatus) -> None:
+    def set(self, service: str, status: ServingStatus, reason: str = "") -> None:
         """Register `service` or change its status; every watcher of it sees the change.
+        `reason` says why, for the history.
 
         While the state is shut down the call is ignored, as in grpc-go: a service must not
         report SERVING while the server is going away.
@@ -150,14 +162,14 @@ class HealthState:
             raise ValueError(f"not a grpc.health.v1 serving status: {status!r}")
         with self._lock:
             if not self._shutdown:
-                self._set_locked(service, status)
+                self._set_locked(service, status, reason)
 
     def shutdown(self) -> None:
         """Set every service NOT_SERVING and ignore `set()` until `resume()`."""
         with self._lock:
             self._shutdown = True
             for service in self._statuses:
-                self._set_locked(service, NOT_SERVING)
+                self._set_locked(service, NOT_SERVING, "shutting down")
 
     def resume(self) -> None:
         """Set every service SERVING and accept `set()` and new Watch streams again."""
@@ -165,7 +177,7 @@ class HealthState:
             self._shutdown = False
             self._ended = False
             for service in self._statuses:
-                self._set_locked(service, SERVING)
+                self._set_locked(service, SERVING, "resumed")
 
     def end_watches(self) -> None:
         """End every Watch stream, now and from now on, once it has sent its latest status.
@@ -220,7 +232,10 @@ class HealthState:
                 " the most allowed"
             )
 
-    def _set_locked(self, service: str, status: ServingStatus) -> None:
+    def _set_locked(self, service: str, status: ServingStatus, reason: str) -> None:
+        old = self._statuses.get(service)
+        if self.history is not None and old is not None and old != status:
+            self.history.add("service", service, status_name(old), status_name(status), reason)
         self._statuses[service] = status
         watchers = self._watchers.get(service)
         if watchers:

@@ -122,7 +122,11 @@ class HealthMonitor:
             )
         try:
             runner = CheckRunner(
-                spec, self._on_result, clock=self._clock, reuse_for=self._fresh_run_reuse
+                spec,
+                self._on_result,
+                clock=self._clock,
+                reuse_for=self._fresh_run_reuse,
+                history=self.state.history,
             )
         except SpecError as exc:
             raise CheckSetupError(f"check {spec.name!r}: {exc}") from None
@@ -168,7 +172,7 @@ class HealthMonitor:
         if service in RESERVED:
             raise ValueError(f"{service!r} is derived from the checks; it cannot be set")
         self._pinned.add(service)
-        self.state.set(service, status)
+        self.state.set(service, status, "set by the application")
 
     async def run_checks(self, timeout: float) -> None:
         """Run every check now (joining runs in flight); return within `timeout` seconds."""
@@ -229,7 +233,8 @@ class HealthMonitor:
             changed = service in self._serving
             self._serving[service] = serving
             if service not in self._pinned:
-                self.state.set(service, SERVING if serving else NOT_SERVING)
+                reason = problem or "every required check passes"
+                self.state.set(service, SERVING if serving else NOT_SERVING, reason)
             if changed and not self.state.is_shutdown and self._logs_changes_of(service):
                 self._log_change(service, serving, problem)
 

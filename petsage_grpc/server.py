@@ -30,6 +30,7 @@ from petsage_grpc import __version__, signals
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
 from petsage_grpc.config import Config
 from petsage_grpc.health import HealthServicer, HealthState
+from petsage_grpc.history import History
 from petsage_grpc.inflight import InFlight, Method
 from petsage_grpc.interceptors import ServerInterceptor
 from petsage_grpc.metrics import RpcMetrics
@@ -106,7 +107,10 @@ class Server:
     ) -> None:
         self.config = config
         self.state = (
-            HealthState(max_unknown_services=config.max_unknown_services)
+            HealthState(
+                max_unknown_services=config.max_unknown_services,
+                history=History(config.history_size),
+            )
             if state is None
             else state
         )

@@ -12,11 +12,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from petsage_grpc.checks.base import CheckFailed, words
 from petsage_grpc.checks.checkers import Follower, make_checker
 from petsage_grpc.checks.spec import CheckSpec
 from petsage_grpc.values import format_seconds
+
+if TYPE_CHECKING:
+    from petsage_grpc.history import History
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,11 @@ class CheckRunner:
         *,
         clock: Clock = time.monotonic,
         reuse_for: float = REUSE_FOR,
+        history: History | None = None,
     ) -> None:
-        """`reuse_for`: a run on demand reuses a result younger than this many seconds."""
+        """`reuse_for`: a run on demand reuses a result younger than this many seconds.
+        `history` records each change of its result."""
+        self._history = history
         self.spec = spec
         self.last_error = ""
         self.last_latency: float | None = None
@@ -168,6 +175,14 @@ class CheckRunner:
         elif was and self._failures >= self.spec.failure_threshold:
             self._passing = False
         if self._passing != was or self.last_change_time is None:
+            if self._history is not None:
+                self._history.add(
+                    "check",
+                    self.spec.name,
+                    "no result" if self.last_change_time is None else _word(was),
+                    _word(self._passing),
+                    self.last_error or "passes",
+                )
             self.last_change_time = now
             self._log_change(was and not pushed, detail)
         self._on_result(self)
@@ -243,6 +258,10 @@ class CheckRunner:
                 f" ({detail})" if detail else "",
                 extra=fields,
             )
+
+
+def _word(passing: bool) -> str:
+    return "passing" if passing else "failing"
 
 
 def _consume(future: asyncio.Future[None]) -> None:
