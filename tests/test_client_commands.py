@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2
 
 from petsage_grpc.checks.spec import CheckSpec
 from petsage_grpc.health import NOT_SERVING
+from petsage_grpc.smoke import instance_name
 from tests.certs import SERVER_NAME, Certs, make_certs
 from tests.helpers import CLIProcess, ThreadedServer, make_config, run_cli
 
@@ -377,6 +378,9 @@ def test_smoke_ok_prints_a_table_and_exits_0(server):
     assert result.returncode == 0
     assert "OK" in result.stdout.splitlines()[0]
     assert "PetSage services are running smoothly!" in result.stdout
+    rows = dict(line.split(None, 1) for line in result.stdout.splitlines() if line)
+    assert rows["instance"] == instance_name()
+    assert rows["started"].endswith("Z")
 
 
 def test_smoke_json_is_the_response(server):
@@ -387,6 +391,8 @@ def test_smoke_json_is_the_response(server):
     body = json.loads(result.stdout)
     assert body["status"] == "SMOKE_STATUS_OK"
     assert body["version"] == __version__
+    assert body["instance"] == instance_name()
+    assert "startTime" in body
     assert body["checks"] == []
 
 

@@ -17,10 +17,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from tests.certs import make_certs
-from tests.helpers import ROOT, CLIProcess, free_port, wait_until
+from tests.helpers import ROOT, WAIT, CLIProcess, free_port, wait_until
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
+POD_NAME = "petsage-grpc-5f7d8c9b4-x2x9q"
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -62,10 +64,17 @@ class Pod:
                 shutil.copy(certs.ca, directory / "ca.crt")
         self.ports = {port["containerPort"]: free_port() for port in self.container["ports"]}
         self.args = [self.local(arg) for arg in self.container["args"]]
-        self.env = {item["name"]: self.local(item["value"]) for item in self.container["env"]}
+        self.env = {item["name"]: self.value(item) for item in self.container["env"]}
         for name, value in self.env.items():
             if name.endswith("_PORT") and value.isdigit():
                 self.env[name] = str(self.ports[int(value)])
+
+    def value(self, item: dict[str, Any]) -> str:
+        """An env item's value, the downward API's as the kubelet fills it in."""
+        if "value" in item:
+            return self.local(item["value"])
+        field = item["valueFrom"]["fieldRef"]["fieldPath"]
+        return {"metadata.name": POD_NAME}[field]
 
     def local(self, text: str) -> str:
         """Container paths made into this machine's directories."""
@@ -86,6 +95,15 @@ class Pod:
             except grpc.RpcError:
                 return False
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def smoke_test(self) -> Any:
+        """SmokeTest on the main port (plaintext)."""
+        port = self.ports[
+            next(p["containerPort"] for p in self.container["ports"] if p["name"] == "grpc")
+        ]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = smoke_pb2_grpc.SmokeServiceStub(channel)
+            return stub.SmokeTest(smoke_pb2.SmokeTestRequest(), timeout=WAIT)
 
     def started(self) -> bool:
         """The startup probe, retried every periodSeconds up to failureThreshold times."""
@@ -118,7 +136,7 @@ def test_grace_period_covers_drain_delay_and_grace():
     manifests = render(KUBERNETES)
     deployment = next(m for m in manifests if m["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    env = {item["name"]: item["value"] for item in pod["containers"][0]["env"]}
+    env = {item["name"]: item.get("value") for item in pod["containers"][0]["env"]}
     drain = float(env["PETSAGE_DRAIN_DELAY"].rstrip("s"))
     grace = float(env["PETSAGE_GRACE_PERIOD"].rstrip("s"))
     assert pod["terminationGracePeriodSeconds"] > drain + grace
@@ -132,6 +150,7 @@ def test_drain_file_from_the_configmap_takes_the_pod_out_of_readiness(tmp_path, 
     processes.append(process)
     assert pod.started()
     wait_until(lambda: pod.probe("readinessProbe"), what="readiness")
+    assert pod.smoke_test().instance == POD_NAME  # from the downward API
     Path(pod.local("/var/run/petsage/drain")).touch()  # kubectl exec POD -- touch ...
     wait_until(lambda: not pod.probe("readinessProbe"), what="readiness to fail")
     assert pod.probe("livenessProbe")

@@ -236,14 +236,14 @@ def _print_smoke(response: Any) -> None:
 
     status = smoke_pb2.SmokeStatus.Name(response.status).removeprefix("SMOKE_STATUS_")
     uptime = format_go_duration(round(response.uptime.ToNanoseconds() / 1e9, 3))
-    _print_table(
-        [
-            ("status", status),
-            ("message", response.message),
-            ("version", response.version),
-            ("uptime", uptime),
-        ]
-    )
+    head = [("status", status), ("message", response.message), ("version", response.version)]
+    if response.instance:  # older servers do not say
+        head.append(("instance", response.instance))
+    head.append(("uptime", uptime))
+    if response.HasField("start_time"):
+        started = response.start_time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+        head.append(("started", started))
+    _print_table(head)
     if response.checks:
         print()
         rows = [("CHECK", "KIND", "REQUIRED", "PASSING", "LATENCY", "LAST ERROR")]
