@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from petsage_grpc.config import Config
 from petsage_grpc.server import Server
+from petsage_grpc.values import format_address
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +86,8 @@ class ThreadedServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+        assert self.server.port is not None
+        return format_address(self.server.config.host, self.server.port)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
         """Run a coroutine on the server's loop and return its result."""
