@@ -344,15 +344,16 @@ def endpoint_channel(
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
     """A channel to that one endpoint, resolving nothing and balancing nothing. Its calls carry
-    the endpoint's authority; with `credentials`, the server's certificate must hold
-    `server_name`, or else the name the endpoint was resolved from."""
-    family = "ipv6" if endpoint.address.startswith("[") else "ipv4"
-    every: list[tuple[str, Any]] = [("grpc.default_authority", endpoint.authority), *options]
+    the endpoint's authority (the name it was resolved from); with `credentials`, the server's
+    certificate must hold that name, or `server_name`, which then is the authority."""
+    address = ("ipv6:" if endpoint.address.startswith("[") else "ipv4:") + endpoint.address
+    if credentials is not None and server_name:
+        every = [*options, ("grpc.ssl_target_name_override", server_name)]
+        return grpc.secure_channel(address, credentials, options=every)
+    every = [("grpc.default_authority", endpoint.authority), *options]
     if credentials is None:
-        return grpc.insecure_channel(f"{family}:{endpoint.address}", options=every)
-    name = server_name or split_host_port(endpoint.authority)[0]
-    every.append(("grpc.ssl_target_name_override", name))
-    return grpc.secure_channel(f"{family}:{endpoint.address}", credentials, options=every)
+        return grpc.insecure_channel(address, options=every)
+    return grpc.secure_channel(address, credentials, options=every)
 
 
 def smoke_each(

@@ -7,6 +7,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -200,10 +201,13 @@ class CLIProcess:
             self.proc.wait(WAIT)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to completion (bounded) and capture its output."""
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion (bounded) and capture its output; `prefix` runs it through
+    another command (`with_hosts()`)."""
     return subprocess.run(
-        [CLI, *args],
+        [*prefix, CLI, *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -298,3 +302,27 @@ def process_footprint(pid: int) -> tuple[int, int]:
     with open(f"/proc/{pid}/status") as status:
         rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     return fds, rss
+
+
+def with_hosts(hosts: dict[str, Sequence[str]], directory: Path) -> list[str] | None:
+    """A command prefix under which names resolve as `hosts` says and in no other way, through
+    the system's own resolver: a hosts file of its own and `hosts: files` in nsswitch.conf,
+    bind-mounted in a user and mount namespace (the network stays the same, so loopback servers
+    are reached as ever). None where this system cannot make such a namespace."""
+    hosts_file = directory / "hosts"
+    hosts_file.write_text("".join(f"{a} {name}\n" for name, addrs in hosts.items() for a in addrs))
+    nsswitch = directory / "nsswitch.conf"
+    nsswitch.write_text("hosts: files\n")
+    script = (
+        'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/nsswitch.conf && shift 2 && '
+        'exec "$@"'
+    )
+    prefix = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
+    prefix += [str(hosts_file), str(nsswitch)]
+    if shutil.which("unshare") is None or not Path("/etc/nsswitch.conf").exists():
+        return None
+    try:
+        tried = subprocess.run([*prefix, "true"], capture_output=True, timeout=WAIT, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return prefix if tried.returncode == 0 else None

@@ -422,10 +422,11 @@ def test_smoke_of_a_server_without_smoke_service_is_exit_3(reference):
     assert "does not implement" in result.stderr and "petsage.v1.SmokeService" in result.stderr
 
 
-def test_client_commands_load_nothing_of_the_server():
+@pytest.mark.parametrize("command", ["'probe'", "'smoke', '-each'"])
+def test_client_commands_load_nothing_of_the_server(command):
     code = (
-        "import sys; from petsage_grpc.cli import main; main(['probe', '-addr', '127.0.0.1:1', "
-        "'-connect-timeout', '1ms']); "
+        f"import sys; from petsage_grpc.cli import main; main([{command}, '-addr', "
+        "'127.0.0.1:1', '-connect-timeout', '1ms']); "
         "print(' '.join(sorted(sys.modules)))"
     )
     result = subprocess.run(
@@ -444,3 +445,19 @@ def test_client_commands_load_nothing_of_the_server():
 def test_probe_address_without_host_is_this_machine(server):
     port = server.address.rsplit(":", 1)[1]
     assert probe(f"-addr=:{port}") == (0, ["status: SERVING"])
+
+
+@pytest.mark.parametrize("command", ["probe", "watch", "list", "smoke"])
+def test_readme_documents_every_flag_of_the_client_commands(command):
+    from petsage_grpc.commands.grpc_health_probe import build_parser
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    flags = [
+        flag
+        for action in build_parser(command)._actions
+        for flag in action.option_strings
+        if not flag.startswith("--") and flag != "-h"
+    ]
+    assert "-each" in flags or command != "smoke"
+    assert [flag for flag in flags if f"`{flag}" not in readme] == []
