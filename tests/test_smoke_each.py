@@ -21,6 +21,7 @@ import grpc
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from petsage_grpc import __version__
 from petsage_grpc.checks.spec import CheckSpec
 from petsage_grpc.client import Endpoint, resolve, smoke_each
 from tests.certs import SERVER_NAME, make_certs
@@ -207,6 +208,10 @@ def test_expect_version_fails_naming_the_replica_on_another_version(fleet):
     assert odd[5] == "expected version 1.4.0"
     assert lines[-1] == "2/3 endpoints OK on 1.4.0, 1 on 1.3.0"
 
+    code, lines, _ = each("-addr", fleet.target, "-expect-own-version")  # this client's version
+    assert code == 6
+    assert lines[-1] == f"0/3 endpoints OK on {__version__}, 1 on 1.3.0, 2 on 1.4.0"
+
 
 def test_failing_degraded_and_stopped_replicas_are_reported(fleet, tmp_path: Path):
     down = tmp_path / "cache-down"
@@ -333,6 +338,11 @@ def test_wait_ends_with_the_last_verdict_in_plain_lines_off_a_terminal(fleet):
         (("-addr", "x:1", "-wait", "5s"), "error: specified -wait without specifying -each"),
         (("-addr", "x:1", "-expect-version", "1"), "specified -expect-version without"),
         (("-each", "-addr", "x:1", "-expect-version", ""), "error: -expect-version is empty"),
+        (("-addr", "x:1", "-expect-own-version"), "specified -expect-own-version without"),
+        (
+            ("-each", "-addr", "x:1", "-expect-own-version", "-expect-version", "1"),
+            "cannot specify both -expect-version and -expect-own-version",
+        ),
         (("-each", "-addr", "x:1", "-min-endpoints", "0"), "invalid count '0'"),
         (("-each", "-addr", "x:1", "-concurrency", "many"), "invalid count 'many'"),
         (("-each", "-addr", "unix:/run/p.sock"), "cannot list the endpoints of this target"),

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from petsage_grpc import __version__
 from petsage_grpc.values import argument_type, parse_duration, split_host_port
 
 EXIT_OK, EXIT_ARGS, EXIT_CONNECT, EXIT_RPC, EXIT_UNHEALTHY, EXIT_DEGRADED = 0, 1, 2, 3, 4, 5
@@ -192,6 +193,13 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         )
         flag(
             parser,
+            "expect-own-version",
+            boolean=True,
+            help="(with -each) expect the version of this petsage-grpc, as a Job run from the "
+            "image being rolled out does",
+        )
+        flag(
+            parser,
             "min-endpoints",
             type=argument_type(_positive_int),
             metavar="N",
@@ -280,6 +288,14 @@ def _validate_each(args: argparse.Namespace) -> None:
         setattr(args, name, default if given is None else given)
     if args.expect_version is not None and not args.expect_version.strip():
         raise Exit(EXIT_ARGS, "error: -expect-version is empty")
+    if args.expect_own_version:
+        if not args.each:
+            raise Exit(EXIT_ARGS, "error: specified -expect-own-version without specifying -each")
+        if args.expect_version is not None:
+            raise Exit(
+                EXIT_ARGS, "error: cannot specify both -expect-version and -expect-own-version"
+            )
+        args.expect_version = __version__
 
 
 def no_verify_roots(addr: str, timeout: float) -> tuple[bytes, str]:
