@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_OUT ?= petsage_grpc/_gen
 PROTOS := protos/petsage/v1/smoke.proto
 
-.PHONY: install run test test-servers lint proto generate bench fuzz clean
+.PHONY: install run test test-servers lint proto proto-released generate bench fuzz clean
 
 install: $(STAMP)
 
@@ -46,6 +46,7 @@ lint: install
 	$(BIN)/ruff format --check petsage_grpc tests examples bench deploy
 	$(BIN)/mypy
 	cd protos && ../$(BIN)/buf lint
+	cd protos && ../$(BIN)/buf breaking --against released.json
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python deploy/validate.py
 
@@ -60,6 +61,12 @@ generate:
 	# protoc writes absolute imports (from petsage.v1 import ...); the stubs live inside our package.
 	sed -i 's/^from petsage\.v1 import /from . import /' $(PROTO_OUT)/petsage/v1/*_pb2_grpc.py
 	touch $(PROTO_OUT)/__init__.py $(PROTO_OUT)/petsage/__init__.py $(PROTO_OUT)/petsage/v1/__init__.py
+
+# When releasing: protos/released.json becomes the image of the proto as released, the contract
+# `buf breaking` (in make lint) holds every later change to.
+proto-released: install
+	cd protos && ../$(BIN)/buf build --exclude-source-info -o '-#format=json' \
+	  | ../$(BIN)/python -m json.tool --indent 1 > released.json.tmp && mv released.json.tmp released.json
 
 # A long fuzzing run (make test runs a brief one). FUZZ_EXAMPLES=N per target.
 FUZZ_EXAMPLES ?= 5000

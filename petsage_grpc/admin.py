@@ -56,9 +56,15 @@ def _json(code: int, body: dict[str, Any]) -> Response:
 class AdminApp:
     """The endpoints: a request path in, a response out."""
 
-    def __init__(self, monitor: HealthMonitor, metrics: Callable[[], tuple[bytes, str]]) -> None:
+    def __init__(
+        self,
+        monitor: HealthMonitor,
+        metrics: Callable[[], tuple[bytes, str]],
+        version: str = __version__,
+    ) -> None:
         self._monitor = monitor
         self._metrics = metrics
+        self._version = version
         self._routes: dict[str, Callable[[], Response]] = {
             "/metrics": self._prometheus,
             "/healthz": lambda: self._service_status(LIVENESS),
@@ -99,7 +105,7 @@ class AdminApp:
 
     def _status(self) -> Response:
         code, word, message = self._verdict()
-        return _json(code, {"status": word, "message": message, "version": __version__})
+        return _json(code, {"status": word, "message": message, "version": self._version})
 
 
 class AdminServer:

@@ -96,7 +96,9 @@ class BindError(RuntimeError):
 class Server:
     """One PetSage server: the grpc.aio server, its servicers, its health state and monitor.
 
-    Raises CheckSetupError when a configured check cannot be set up."""
+    `services` are the application's services hosted beside SmokeService; `version` is the
+    version SmokeTest and /api/v1/status report (default petsage-grpc's). Raises CheckSetupError
+    when a configured check cannot be set up."""
 
     def __init__(
         self,
@@ -104,8 +106,11 @@ class Server:
         *,
         state: HealthState | None = None,
         services: Sequence[grpc.ServiceRpcHandler] = (),
+        version: str = __version__,
     ) -> None:
         self.config = config
+        # What SmokeTest and /api/v1/status report as the version: an embedding application's own.
+        self.version = version
         self.state = (
             HealthState(
                 max_unknown_services=config.max_unknown_services,
@@ -152,7 +157,7 @@ class Server:
             tls = self._tls = ServerTLS(config.tls_cert, config.tls_key, config.tls_client_ca)
         main = self._listener(config.max_watch_streams)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
-            SmokeServicer(self.monitor, started=time.monotonic()), main
+            SmokeServicer(self.monitor, started=time.monotonic(), version=self.version), main
         )
         main.add_generic_rpc_handlers(self._services)
         if config.reflection:
@@ -217,7 +222,11 @@ class Server:
 
         registry = build_registry(self.metrics, self.in_flight, self.state, self.monitor)
         admin = AdminServer(
-            AdminApp(self.monitor, lambda: (generate_latest(registry), CONTENT_TYPE_LATEST))
+            AdminApp(
+                self.monitor,
+                lambda: (generate_latest(registry), CONTENT_TYPE_LATEST),
+                version=self.version,
+            )
         )
         try:
             self.admin_port = await admin.start(host, port)

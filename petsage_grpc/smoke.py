@@ -3,6 +3,8 @@ deployment pipeline asks for them after a rollout."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,11 @@ DEADLINE_MARGIN = 0.05
 
 FRESH_RUN_LIMIT = 30.0
 """How long a fresh run of checks may take when the call has no deadline, in seconds."""
+
+
+def instance_name() -> str:
+    """This instance's name: its pod name (POD_NAME, from the downward API), else the host name."""
+    return os.environ.get("POD_NAME", "").strip() or socket.gethostname()
 
 
 def verdict(monitor: HealthMonitor) -> tuple[smoke_pb2.SmokeStatus, str]:
@@ -70,9 +77,21 @@ def check_result(runner: CheckRunner, now: float) -> smoke_pb2.CheckResult:
 class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
     """Answers SmokeTest from the monitor's state; runs the checks only when asked to."""
 
-    def __init__(self, monitor: HealthMonitor, started: float | None = None) -> None:
+    def __init__(
+        self,
+        monitor: HealthMonitor,
+        started: float | None = None,
+        *,
+        version: str = __version__,
+        instance: str | None = None,
+    ) -> None:
+        """`started` is when serving began, on the monotonic clock (default: now); `version` and
+        `instance` are what SmokeTest reports (default: the package's and `instance_name()`)."""
         self._monitor = monitor
         self._started = time.monotonic() if started is None else started
+        self._start_time = time.time() - (time.monotonic() - self._started)
+        self._version = version
+        self._instance = instance_name() if instance is None else instance
 
     async def SmokeTest(
         self, request: smoke_pb2.SmokeTestRequest, context: grpc.aio.ServicerContext
@@ -86,8 +105,10 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
         response = smoke_pb2.SmokeTestResponse(
             status=status,
             message=message,
-            version=__version__,
+            version=self._version,
             checks=[check_result(runner, now) for runner in self._monitor.runners],
+            instance=self._instance,
         )
         response.uptime.FromNanoseconds(int((now - self._started) * 1e9))
+        response.start_time.FromNanoseconds(int(self._start_time * 1e9))
         return response

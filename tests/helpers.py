@@ -7,6 +7,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from petsage_grpc.config import Config
 from petsage_grpc.server import Server
+from petsage_grpc.values import format_address
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +87,8 @@ class ThreadedServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+        assert self.server.port is not None
+        return format_address(self.server.config.host, self.server.port)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
         """Run a coroutine on the server's loop and return its result."""
@@ -202,10 +205,13 @@ class CLIProcess:
             self.proc.wait(WAIT)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to completion (bounded) and capture its output."""
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion (bounded) and capture its output; `prefix` runs it through
+    another command (`with_hosts()`)."""
     return subprocess.run(
-        [CLI, *args],
+        [*prefix, CLI, *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -305,3 +311,27 @@ def process_footprint(pid: int) -> tuple[int, int]:
     with open(f"/proc/{pid}/status") as status:
         rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     return fds, rss
+
+
+def with_hosts(hosts: dict[str, Sequence[str]], directory: Path) -> list[str] | None:
+    """A command prefix under which names resolve as `hosts` says and in no other way, through
+    the system's own resolver: a hosts file of its own and `hosts: files` in nsswitch.conf,
+    bind-mounted in a user and mount namespace (the network stays the same, so loopback servers
+    are reached as ever). None where this system cannot make such a namespace."""
+    hosts_file = directory / "hosts"
+    hosts_file.write_text("".join(f"{a} {name}\n" for name, addrs in hosts.items() for a in addrs))
+    nsswitch = directory / "nsswitch.conf"
+    nsswitch.write_text("hosts: files\n")
+    script = (
+        'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/nsswitch.conf && shift 2 && '
+        'exec "$@"'
+    )
+    prefix = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
+    prefix += [str(hosts_file), str(nsswitch)]
+    if shutil.which("unshare") is None or not Path("/etc/nsswitch.conf").exists():
+        return None
+    try:
+        tried = subprocess.run([*prefix, "true"], capture_output=True, timeout=WAIT, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return prefix if tried.returncode == 0 else None

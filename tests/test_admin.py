@@ -89,6 +89,11 @@ def test_original_status_endpoint_has_its_exact_shape(admin):
     )
 
 
+def test_status_endpoint_reports_the_version_an_embedding_application_gives():
+    with ThreadedServer(make_config(admin_port=0), version="2.3.0") as server:
+        assert get_json(server, "/api/v1/status")[1]["version"] == "2.3.0"
+
+
 def test_original_endpoints_say_degraded_when_an_optional_check_fails(tmp_path: Path):
     (tmp_path / "drain").touch()
     spec = CheckSpec(name="cache", kind="file", target=str(tmp_path / "drain"), required=False)

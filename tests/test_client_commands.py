@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2
 
 from petsage_grpc.checks.spec import CheckSpec
 from petsage_grpc.health import NOT_SERVING
+from petsage_grpc.smoke import instance_name
 from tests.certs import SERVER_NAME, Certs, make_certs
 from tests.helpers import CLIProcess, ThreadedServer, make_config, run_cli
 
@@ -369,6 +370,9 @@ def test_smoke_ok_prints_a_table(server):
     assert result.returncode == 0
     assert "OK" in result.stdout.splitlines()[0]
     assert "PetSage services are running smoothly!" in result.stdout
+    rows = dict(line.split(None, 1) for line in result.stdout.splitlines() if line)
+    assert rows["instance"] == instance_name()
+    assert rows["started"].endswith("Z")
 
 
 def test_smoke_json_is_the_response(server):
@@ -379,6 +383,8 @@ def test_smoke_json_is_the_response(server):
     body = json.loads(result.stdout)
     assert body["status"] == "SMOKE_STATUS_OK"
     assert body["version"] == __version__
+    assert body["instance"] == instance_name()
+    assert "startTime" in body
     assert body["checks"] == []
 
 
@@ -427,10 +433,11 @@ def test_command_against_a_server_without_its_service_is_exit_3(reference, comma
         assert words in result.stderr
 
 
-def test_client_commands_load_nothing_of_the_server():
+@pytest.mark.parametrize("command", ["'probe'", "'smoke', '-each'"])
+def test_client_commands_load_nothing_of_the_server(command):
     code = (
-        "import sys; from petsage_grpc.cli import main; main(['probe', '-addr', '127.0.0.1:1', "
-        "'-connect-timeout', '1ms']); "
+        f"import sys; from petsage_grpc.cli import main; main([{command}, '-addr', "
+        "'127.0.0.1:1', '-connect-timeout', '1ms']); "
         "print(' '.join(sorted(sys.modules)))"
     )
     result = subprocess.run(
@@ -449,3 +456,19 @@ def test_client_commands_load_nothing_of_the_server():
 def test_probe_address_without_host_is_this_machine(server):
     port = server.address.rsplit(":", 1)[1]
     assert probe(f"-addr=:{port}") == (0, ["status: SERVING"])
+
+
+@pytest.mark.parametrize("command", ["probe", "watch", "list", "smoke"])
+def test_readme_documents_every_flag_of_the_client_commands(command):
+    from petsage_grpc.commands.grpc_health_probe import build_parser
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    flags = [
+        flag
+        for action in build_parser(command)._actions
+        for flag in action.option_strings
+        if not flag.startswith("--") and flag != "-h"
+    ]
+    assert "-each" in flags or command != "smoke"
+    assert [flag for flag in flags if f"`{flag}" not in readme] == []

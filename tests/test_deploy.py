@@ -1,14 +1,16 @@
 """The Kubernetes Deployment, run as the kubelet would run it: the server starts with exactly the
 container's args and env (its volumes made as directories here, its ports mapped to free ones,
-as a pod's network namespace has them to itself), each probe is a plaintext grpc.health.v1 Check
-of the probe's service on the probe's port with a deadline of timeoutSeconds, and SIGTERM makes
-readiness fail before the process exits, within the termination grace period."""
+as a pod's network namespace has them to itself, and its address one of 127.0.0.0/8), each probe
+is a plaintext grpc.health.v1 Check of the probe's service on the probe's port with a deadline of
+timeoutSeconds, and SIGTERM makes readiness fail before the process exits, within the termination
+grace period. The rollout check Job runs its exact command against three such pods."""
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from petsage_grpc import __version__
+from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
+from petsage_grpc.values import parse_duration
 from tests.certs import make_certs
-from tests.helpers import ROOT, CLIProcess, free_port, wait_until
+from tests.helpers import ROOT, WAIT, CLIProcess, free_port, run_cli, wait_until, with_hosts
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
+POD_NAME = "petsage-grpc-5f7d8c9b4-x2x9q"
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -34,9 +40,20 @@ def render(directory: Path) -> list[dict[str, Any]]:
 
 
 class Pod:
-    """The Deployment's one container, as a process on this machine."""
+    """The Deployment's one container, as a process on this machine: `ip` is the pod's address
+    (what 0.0.0.0 is in its own network namespace), `name` its name, `ports` the ports its
+    container ports are mapped to (free ones for the others)."""
 
-    def __init__(self, manifests: list[dict[str, Any]], workdir: Path) -> None:
+    def __init__(
+        self,
+        manifests: list[dict[str, Any]],
+        workdir: Path,
+        ip: str = "127.0.0.1",
+        name: str = POD_NAME,
+        ports: dict[int, int] | None = None,
+    ) -> None:
+        self.ip, self.name = ip, name
+        workdir.mkdir(exist_ok=True)
         configmaps = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "ConfigMap"}
         deployment = next(m for m in manifests if m["kind"] == "Deployment")
         pod = deployment["spec"]["template"]["spec"]
@@ -60,12 +77,25 @@ class Pod:
                 shutil.copy(certs.server.cert, directory / "tls.crt")
                 shutil.copy(certs.server.key, directory / "tls.key")
                 shutil.copy(certs.ca, directory / "ca.crt")
-        self.ports = {port["containerPort"]: free_port() for port in self.container["ports"]}
+        given = ports or {}
+        self.ports = {
+            port["containerPort"]: given.get(port["containerPort"]) or free_port()
+            for port in self.container["ports"]
+        }
         self.args = [self.local(arg) for arg in self.container["args"]]
-        self.env = {item["name"]: self.local(item["value"]) for item in self.container["env"]}
+        self.env = {item["name"]: self.value(item) for item in self.container["env"]}
         for name, value in self.env.items():
             if name.endswith("_PORT") and value.isdigit():
                 self.env[name] = str(self.ports[int(value)])
+            elif value == "0.0.0.0":
+                self.env[name] = ip
+
+    def value(self, item: dict[str, Any]) -> str:
+        """An env item's value, the downward API's as the kubelet fills it in."""
+        if "value" in item:
+            return self.local(item["value"])
+        field = item["valueFrom"]["fieldRef"]["fieldPath"]
+        return {"metadata.name": self.name}[field]
 
     def local(self, text: str) -> str:
         """Container paths made into this machine's directories."""
@@ -78,7 +108,7 @@ class Pod:
         probe = self.container[name]
         port = self.ports[probe["grpc"]["port"]]
         request = health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", ""))
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(f"{self.ip}:{port}") as channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(
                     request, timeout=probe.get("timeoutSeconds", 1)
@@ -86,6 +116,15 @@ class Pod:
             except grpc.RpcError:
                 return False
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def smoke_test(self) -> Any:
+        """SmokeTest on the main port (plaintext)."""
+        port = self.ports[
+            next(p["containerPort"] for p in self.container["ports"] if p["name"] == "grpc")
+        ]
+        with grpc.insecure_channel(f"{self.ip}:{port}") as channel:
+            stub = smoke_pb2_grpc.SmokeServiceStub(channel)
+            return stub.SmokeTest(smoke_pb2.SmokeTestRequest(), timeout=WAIT)
 
     def started(self) -> bool:
         """The startup probe, retried every periodSeconds up to failureThreshold times."""
@@ -122,7 +161,7 @@ def pod_spec() -> dict[str, Any]:
 
 def seconds_of(pod_spec: dict[str, Any], name: str) -> float:
     """A duration setting of the container's env, in seconds."""
-    env = {item["name"]: item["value"] for item in pod_spec["containers"][0]["env"]}
+    env = {item["name"]: item.get("value") for item in pod_spec["containers"][0]["env"]}
     return float(env[name].rstrip("s"))
 
 
@@ -144,6 +183,7 @@ def test_drain_file_from_the_configmap_takes_the_pod_out_of_readiness(tmp_path, 
     processes.append(process)
     assert pod.started()
     wait_until(lambda: pod.probe("readinessProbe"), what="readiness")
+    assert pod.smoke_test().instance == POD_NAME  # from the downward API
     Path(pod.local("/var/run/petsage/drain")).touch()  # kubectl exec POD -- touch ...
     wait_until(lambda: not pod.probe("readinessProbe"), what="readiness to fail")
     assert pod.probe("livenessProbe")
@@ -165,3 +205,60 @@ def test_datastores_overlay_config_reads_its_passwords_from_the_secret_volume(tm
     deployment = next(m for m in manifests if m["kind"] == "Deployment")
     mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "datastores", "mountPath": "/etc/petsage-secrets", "readOnly": True} in mounts
+
+
+def rollout_check_job() -> dict[str, Any]:
+    return next(m for m in render(KUBERNETES / "rollout-check") if m["kind"] == "Job")
+
+
+def test_rollout_check_job_passes_against_every_pod_of_the_deployment(tmp_path, processes):
+    ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]  # one per replica
+    with socket.socket() as probe:
+        try:
+            probe.bind((ips[1], 0))
+        except OSError:
+            pytest.skip("127.0.0.2 cannot be bound here")
+    manifests = render(KUBERNETES)
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == len(ips)
+    port = free_port()  # the grpc port, the same on every pod as on the headless Service
+    pods = [
+        Pod(manifests, tmp_path / f"pod{i}", ip, f"petsage-grpc-5f7d8c9b4-{i}", {50051: port})
+        for i, ip in enumerate(ips)
+    ]
+    for pod in pods:
+        processes.append(CLIProcess(pod.args, env=pod.env))
+    assert all(pod.started() for pod in pods)
+    wait_until(lambda: all(pod.probe("readinessProbe") for pod in pods), what="readiness")
+
+    container = rollout_check_job()["spec"]["template"]["spec"]["containers"][0]
+    args = [arg.replace(":50051", f":{port}") for arg in container["args"]]
+    prefix = with_hosts({"petsage-grpc-headless": ips}, tmp_path)
+    if prefix is None:  # no namespace for a hosts file here: what the name resolves to, given
+        target = "ipv4:" + ",".join(f"{ip}:{port}" for ip in ips)
+        args = [arg.replace(f"dns:///petsage-grpc-headless:{port}", target) for arg in args]
+    result = run_cli(*args, prefix=prefix or ())
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:-1]]
+    assert [(row[0], row[1], row[2], row[3]) for row in rows] == [
+        (f"{pod.ip}:{port}", pod.name, __version__, "OK") for pod in pods
+    ]
+    assert result.stdout.splitlines()[-1] == f"3/3 endpoints OK on {__version__}"
+
+
+def test_rollout_check_pod_is_selected_by_no_service_and_outlasts_its_wait():
+    job = rollout_check_job()
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    for selecting in render(KUBERNETES):
+        selector = selecting.get("spec", {}).get("selector", {})
+        selector = selector.get("matchLabels", selector)
+        if selector:
+            assert not selector.items() <= labels.items(), selecting["metadata"]["name"]
+    args = dict(
+        arg.removeprefix("-").split("=", 1)
+        for arg in job["spec"]["template"]["spec"]["containers"][0]["args"]
+        if "=" in arg
+    )
+    one_round = parse_duration(args["connect-timeout"]) + parse_duration(args["rpc-timeout"])
+    assert job["spec"]["activeDeadlineSeconds"] > parse_duration(args["wait"]) + one_round
+    assert job["spec"]["backoffLimit"] == 0

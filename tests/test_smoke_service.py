@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import grpc
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -32,6 +35,35 @@ def test_smoke_test_reports_uptime_that_grows(channel):
     first = smoke_test(channel).uptime.ToNanoseconds()
     second = smoke_test(channel).uptime.ToNanoseconds()
     assert 0 < first < second
+
+
+def test_smoke_test_names_the_pod_from_pod_name(monkeypatch):
+    monkeypatch.setenv("POD_NAME", "petsage-grpc-7c9f-abcde")
+    with ThreadedServer() as running, grpc.insecure_channel(running.address) as chan:
+        assert smoke_test(chan).instance == "petsage-grpc-7c9f-abcde"
+
+
+def test_smoke_test_names_the_host_without_pod_name(monkeypatch):
+    monkeypatch.delenv("POD_NAME", raising=False)
+    with ThreadedServer() as running, grpc.insecure_channel(running.address) as chan:
+        assert smoke_test(chan).instance == socket.gethostname()
+
+
+def test_smoke_test_start_time_stays_put_and_matches_the_uptime(channel):
+    before = time.time()
+    first = smoke_test(channel)
+    after = time.time()
+    assert smoke_test(channel).start_time == first.start_time
+    answered = (first.start_time.ToNanoseconds() + first.uptime.ToNanoseconds()) / 1e9
+    assert before - 0.01 <= answered <= after + 0.01  # start time + uptime = when it answered
+
+
+def test_an_embedding_application_sets_the_version_reported():
+    with (
+        ThreadedServer(make_config(), version="2.3.0") as running,
+        grpc.insecure_channel(running.address) as chan,
+    ):
+        assert smoke_test(chan).version == "2.3.0"
 
 
 def test_smoke_test_fails_when_the_server_is_not_serving(server, channel):

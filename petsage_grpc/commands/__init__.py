@@ -5,23 +5,28 @@ one or two dashes, `-flag value` or `-flag=value`, durations such as `1s` or `25
 codes are its codes:
 
 0 success (SERVING; for smoke, OK) · 1 invalid arguments · 2 connection failure ·
-3 RPC failure · 4 not SERVING (for smoke, FAILING) · 5 smoke only: DEGRADED
+3 RPC failure · 4 not SERVING (for smoke, FAILING) · 5 smoke only: DEGRADED ·
+6 smoke -each only: an endpoint on another version than -expect-version ·
+7 smoke -each only: fewer endpoints than -min-endpoints
 
 `probe` writes its one line to stderr, as grpc_health_probe does; the other commands write their
-results to stdout and errors to stderr. An exec probe runs this every few seconds in every pod, so
-this module imports only grpc, the health messages and argparse (the SmokeService stubs only for
-`smoke`), and nothing of the server.
+results to stdout and errors to stderr (and `smoke -each -wait` its progress). An exec probe runs
+this every few seconds in every pod, so this module imports only grpc, the health messages and
+argparse (the SmokeService stubs only for `smoke`, `petsage_grpc.client` only for `smoke -each`),
+and nothing of the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,7 +37,9 @@ from petsage_grpc.commands.grpc_health_probe import (
     EXIT_DEGRADED,
     EXIT_OK,
     EXIT_RPC,
+    EXIT_TOO_FEW,
     EXIT_UNHEALTHY,
+    EXIT_VERSION,
     Exit,
     build_parser,
     format_go_duration,
@@ -41,6 +48,9 @@ from petsage_grpc.commands.grpc_health_probe import (
     no_verify_roots,
     validate,
 )
+
+if TYPE_CHECKING:
+    from petsage_grpc.client import Endpoint, EndpointResult
 
 
 def _read(path: str, what: str) -> bytes:
@@ -211,6 +221,8 @@ def list_services(args: argparse.Namespace) -> int:
 def smoke(args: argparse.Namespace) -> int:
     from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 
+    if args.each:
+        return smoke_each(args)
     channel = open_channel(args)
     try:
         response = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
@@ -236,14 +248,14 @@ def _print_smoke(response: Any) -> None:
 
     status = smoke_pb2.SmokeStatus.Name(response.status).removeprefix("SMOKE_STATUS_")
     uptime = format_go_duration(round(response.uptime.ToNanoseconds() / 1e9, 3))
-    _print_table(
-        [
-            ("status", status),
-            ("message", response.message),
-            ("version", response.version),
-            ("uptime", uptime),
-        ]
-    )
+    head = [("status", status), ("message", response.message), ("version", response.version)]
+    if response.instance:  # older servers do not say
+        head.append(("instance", response.instance))
+    head.append(("uptime", uptime))
+    if response.HasField("start_time"):
+        started = response.start_time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+        head.append(("started", started))
+    _print_table(head)
     if response.checks:
         print()
         rows = [("CHECK", "KIND", "REQUIRED", "PASSING", "LATENCY", "LAST ERROR")]
@@ -260,6 +272,255 @@ def _print_smoke(response: Any) -> None:
                 )
             )
         _print_table(rows)
+
+
+# --- smoke -each -------------------------------------------------------------------------------
+
+ROUND_INTERVAL = 1.0
+"""Seconds between two rounds of `smoke -each -wait`."""
+
+PLAIN_PROGRESS_EVERY = 10.0
+"""Off a terminal, a progress line is printed when the summary changes, and at least this often."""
+
+# An endpoint's problem, from the most to the least serious: the run's exit code is the code of
+# the most serious problem any endpoint has. The summary counts them in _SUMMARY_ORDER.
+_PROBLEMS = (
+    ("unreachable", EXIT_CONNECT),
+    ("call failed", EXIT_RPC),
+    ("FAILING", EXIT_UNHEALTHY),
+    ("version", EXIT_VERSION),
+    ("DEGRADED", EXIT_DEGRADED),
+)
+_SUMMARY_ORDER = ("version", "DEGRADED", "FAILING", "call failed", "unreachable")
+_PROBLEM_OF_STATUS = {
+    "UNREACHABLE": "unreachable",
+    "ERROR": "call failed",
+    "FAILING": "FAILING",
+    "DEGRADED": "DEGRADED",
+}
+
+
+def smoke_each(args: argparse.Namespace) -> int:
+    """SmokeTest on every endpoint -addr resolves to, again every second until each is OK (and
+    on -expect-version) or -wait passes; then the table of the last round and its verdict."""
+    opener = _endpoint_opener(args)
+    started = time.monotonic()
+    progress = _Progress(sys.stderr, args.wait)
+    try:
+        while True:
+            results, unresolved = _smoke_round(args, opener)
+            code, summary = _each_verdict(results, unresolved, args)
+            elapsed = time.monotonic() - started
+            if code == EXIT_OK or elapsed >= args.wait:
+                break
+            progress.show(summary, elapsed)
+            time.sleep(min(ROUND_INTERVAL, args.wait - elapsed))
+    finally:
+        progress.end()
+    if args.json:
+        _print_each_json(results, summary, code, args)
+    else:
+        _print_each(results, args.expect_version)
+        print(summary)
+    return code
+
+
+def _endpoint_opener(args: argparse.Namespace) -> Callable[[Endpoint], grpc.Channel]:
+    """How to open a channel to one endpoint, as the flags say (the TLS files read once)."""
+    from petsage_grpc.client import endpoint_channel
+
+    options: list[tuple[str, Any]] = [("grpc.primary_user_agent", args.user_agent)]
+    if not args.tls:
+        return lambda endpoint: endpoint_channel(endpoint, options=options)
+    roots = _read(args.tls_ca_cert, "CA certificates") if args.tls_ca_cert else None
+    key = _read(args.tls_client_key, "client key") if args.tls_client_key else None
+    chain = _read(args.tls_client_cert, "client certificate") if args.tls_client_cert else None
+    if not args.tls_no_verify:
+        credentials = grpc.ssl_channel_credentials(roots, key, chain)
+        server_name = args.tls_server_name or None
+        return lambda endpoint: endpoint_channel(
+            endpoint, credentials=credentials, server_name=server_name, options=options
+        )
+
+    def trust_what_it_presents(endpoint: Endpoint) -> grpc.Channel:
+        try:
+            pinned, name = no_verify_roots(endpoint.address, args.connect_timeout)
+        except Exit as failure:
+            raise OSError(failure.message.removeprefix("error: ")) from None
+        credentials = grpc.ssl_channel_credentials(pinned, key, chain)
+        return endpoint_channel(
+            endpoint, credentials=credentials, server_name=name, options=options
+        )
+
+    return trust_what_it_presents
+
+
+def _smoke_round(
+    args: argparse.Namespace, opener: Callable[[Endpoint], grpc.Channel]
+) -> tuple[list[EndpointResult], str]:
+    """One SmokeTest per endpoint; and why there are none, when the name does not resolve."""
+    from petsage_grpc import client
+
+    call = _call_kwargs(args, args.rpc_timeout)
+    try:
+        results = client.smoke_each(
+            args.addr,
+            run_checks=args.deep,
+            connect_timeout=args.connect_timeout,
+            timeout=args.rpc_timeout,
+            concurrency=args.concurrency,
+            metadata=call["metadata"] or (),
+            compression=call.get("compression"),
+            open_channel=opener,
+        )
+    except client.ResolveError as exc:
+        _verbose(args, f"no endpoints: {exc}")
+        return [], str(exc)
+    except ValueError as exc:
+        raise Exit(EXIT_ARGS, f"error: -addr: {exc}") from None
+    _verbose(args, f"endpoints: {', '.join(result.address for result in results)}")
+    return results, ""
+
+
+def _problem(result: EndpointResult, expected: str | None) -> str | None:
+    """An endpoint's most serious problem (a name of _PROBLEMS), or None when it is OK."""
+    problem = _PROBLEM_OF_STATUS.get(result.status)
+    if problem in ("unreachable", "call failed", "FAILING"):
+        return problem
+    if expected is not None and result.version != expected:
+        return "version"
+    return problem
+
+
+def _each_verdict(
+    results: list[EndpointResult], unresolved: str, args: argparse.Namespace
+) -> tuple[int, str]:
+    """The run's exit code and its summary: `3/5 endpoints OK on 1.4.0, 1 DEGRADED, ...`."""
+    expected = args.expect_version
+    problems = [_problem(result, expected) for result in results]
+    good = [result for result, problem in zip(results, problems, strict=True) if problem is None]
+    versions = Counter(result.version for result in good)
+    head = f"{len(good)}/{len(results)} endpoints OK"
+    if expected is not None:
+        head += f" on {expected}"
+    elif len(versions) == 1:
+        head += f" on {next(iter(versions))}"
+    elif versions:
+        head += " (" + ", ".join(f"{n} on {v}" for v, n in sorted(versions.items())) + ")"
+    parts = [head]
+    for name in _SUMMARY_ORDER:
+        if name == "version":
+            wrong = Counter(
+                r.version for r, problem in zip(results, problems, strict=True) if problem == name
+            )
+            parts += [f"{n} on {v or 'no version'}" for v, n in sorted(wrong.items())]
+        elif count := problems.count(name):
+            parts.append(f"{count} {name}")
+    summary = f"0 endpoints: {unresolved}" if unresolved else ", ".join(parts)
+    if len(results) < args.min_endpoints:
+        return EXIT_TOO_FEW, f"{summary}; want at least {args.min_endpoints}"
+    codes = [code for name, code in _PROBLEMS if name in problems]
+    return (codes[0] if codes else EXIT_OK), summary
+
+
+def _detail(result: EndpointResult, expected: str | None) -> str:
+    """Why an endpoint is not OK, in a few words."""
+    if result.response is None:
+        return result.error
+    parts = []
+    if expected is not None and result.version != expected:
+        parts.append(f"expected version {expected}")
+    failing = [f"{name}: {error}" if error else name for name, error in result.failing_checks]
+    parts += failing
+    if result.status != "OK" and not failing:
+        parts.append(result.response.message)
+    return "; ".join(parts)
+
+
+def _print_each(results: list[EndpointResult], expected: str | None) -> None:
+    if not results:
+        return
+    rows = [("ENDPOINT", "INSTANCE", "VERSION", "STATUS", "UPTIME", "DETAIL")]
+    for result in results:
+        uptime = result.uptime
+        rows.append(
+            (
+                result.address,
+                result.instance or "-",
+                result.version or "-",
+                result.status,
+                "-" if uptime is None else format_go_duration(round(uptime, 1)),
+                _detail(result, expected),
+            )
+        )
+    _print_table(rows)
+
+
+def _print_each_json(
+    results: list[EndpointResult], summary: str, code: int, args: argparse.Namespace
+) -> None:
+    import json
+
+    endpoints = []
+    for result in results:
+        entry: dict[str, Any] = {"address": result.address, "status": result.status}
+        if result.response is not None:
+            response = result.response
+            entry.update(
+                instance=response.instance,
+                version=response.version,
+                uptime=response.uptime.ToJsonString(),
+                message=response.message,
+                failingChecks=[
+                    {"name": name, "error": error} for name, error in result.failing_checks
+                ],
+            )
+            if response.HasField("start_time"):
+                entry["startTime"] = response.start_time.ToJsonString()
+        if result.error:
+            entry["error"] = result.error
+        endpoints.append(entry)
+    body = {
+        "target": args.addr,
+        "expectVersion": args.expect_version,
+        "minEndpoints": args.min_endpoints,
+        "endpoints": endpoints,
+        "summary": summary,
+        "exitCode": code,
+    }
+    print(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+class _Progress:
+    """`smoke -each -wait`'s progress on stderr: one line updated in place on a terminal, plain
+    lines otherwise (when the summary changes, and every PLAIN_PROGRESS_EVERY seconds)."""
+
+    def __init__(self, stream: TextIO, wait: float) -> None:
+        self._stream = stream
+        self._wait = wait
+        self._terminal = stream.isatty()
+        self._shown = False
+        self._last = ""
+        self._last_at = -PLAIN_PROGRESS_EVERY
+
+    def show(self, summary: str, elapsed: float) -> None:
+        line = (
+            f"[{format_go_duration(round(elapsed))} of {format_go_duration(self._wait)}] {summary}"
+        )
+        if self._terminal:
+            width = shutil.get_terminal_size().columns - 1
+            self._stream.write(f"\r\x1b[K{line[:width]}")
+            self._stream.flush()
+            self._shown = True
+        elif summary != self._last or elapsed - self._last_at >= PLAIN_PROGRESS_EVERY:
+            print(line, file=self._stream, flush=True)
+            self._last, self._last_at = summary, elapsed
+
+    def end(self) -> None:
+        """Clear the updated line, for what follows."""
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -4,7 +4,9 @@ package spells them (one or two dashes, `-flag value` or `-flag=value`), Go dura
 RPC error, and `-tls-no-verify`, which grpc Python cannot do directly.
 
 Exit codes: 0 success (SERVING; for smoke, OK) · 1 invalid arguments · 2 connection failure ·
-3 RPC failure · 4 not SERVING (for smoke, FAILING) · 5 smoke only: DEGRADED
+3 RPC failure · 4 not SERVING (for smoke, FAILING) · 5 smoke only: DEGRADED ·
+6 smoke -each only: an endpoint on another version than -expect-version ·
+7 smoke -each only: fewer endpoints than -min-endpoints
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any, NoReturn
 
 import grpc
 
+from petsage_grpc import __version__
 from petsage_grpc.values import argument_type, parse_duration, split_host_port
 
 EXIT_OK, EXIT_ARGS, EXIT_CONNECT, EXIT_RPC, EXIT_UNHEALTHY, EXIT_DEGRADED = 0, 1, 2, 3, 4, 5
+EXIT_VERSION, EXIT_TOO_FEW = 6, 7
 
 
 class Exit(Exception):
@@ -52,6 +56,13 @@ def format_go_duration(seconds: float) -> str:
     return text
 
 
+def _positive_int(text: str) -> int:
+    value = text.strip()
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise ValueError(f"invalid count {text!r} (a whole number from 1)")
+    return int(value)
+
+
 def _go_bool(text: str) -> bool:
     value = text.lower()
     if value in ("1", "t", "true"):
@@ -79,14 +90,22 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         "probe": "Check one service's health, as grpc_health_probe does.",
         "watch": "Stream a service's status changes, one line each, until interrupted.",
         "list": "Print every service the server reports and its status (the List RPC).",
-        "smoke": "Run SmokeTest and print its report; exit 0 only when the status is OK.",
+        "smoke": "Run SmokeTest and print its report; exit 0 only when the status is OK. With "
+        "-each, run it on every endpoint -addr resolves to (dns:///name:port, ipv4:a:port,b:port, "
+        "host:port,host:port) and exit 0 only when each is OK.",
     }
     parser = GoFlagParser(
         prog=f"petsage-grpc {command}",
         description=descriptions[command],
         allow_abbrev=False,
         epilog="exit codes: 0 success, 1 invalid arguments, 2 connection failure, "
-        "3 RPC failure, 4 not SERVING (smoke: FAILING), 5 smoke: DEGRADED",
+        "3 RPC failure, 4 not SERVING (smoke: FAILING), 5 smoke: DEGRADED"
+        + (
+            ", 6 smoke -each: an endpoint on another version than -expect-version, "
+            "7 smoke -each: fewer endpoints than -min-endpoints"
+            if command == "smoke"
+            else ""
+        ),
     )
     flag(parser, "addr", default="", metavar="HOST:PORT", help="(required) address to connect to")
     if command in ("probe", "watch"):
@@ -160,7 +179,51 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     if command == "smoke":
         flag(parser, "deep", boolean=True, help="run every dependency check now")
         flag(parser, "json", boolean=True, help="print the response as JSON")
+        flag(
+            parser,
+            "each",
+            boolean=True,
+            help="call every endpoint -addr resolves to, each on its own connection",
+        )
+        flag(
+            parser,
+            "expect-version",
+            metavar="VERSION",
+            help="(with -each) an endpoint on another version fails the run (exit 6)",
+        )
+        flag(
+            parser,
+            "expect-own-version",
+            boolean=True,
+            help="(with -each) expect the version of this petsage-grpc, as a Job run from the "
+            "image being rolled out does",
+        )
+        flag(
+            parser,
+            "min-endpoints",
+            type=argument_type(_positive_int),
+            metavar="N",
+            help="(with -each) fewer endpoints than N fail the run (exit 7; default 1)",
+        )
+        flag(
+            parser,
+            "wait",
+            type=duration,
+            metavar="DURATION",
+            help="(with -each) try again until every endpoint is OK, or DURATION passes",
+        )
+        flag(
+            parser,
+            "concurrency",
+            type=argument_type(_positive_int),
+            metavar="N",
+            help="(with -each) endpoints called at once (default 16)",
+        )
     return parser
+
+
+EACH_DEFAULTS = {"expect_version": None, "min_endpoints": 1, "wait": 0.0, "concurrency": 16}
+"""The -each flags and their defaults; given without -each, each is an error."""
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -211,6 +274,28 @@ def validate(args: argparse.Namespace) -> None:
         name, sep, _ = header.partition(":")
         if not sep or not name.strip():
             raise Exit(EXIT_ARGS, f"error: invalid RPC header {header!r} (want 'name: value')")
+    if hasattr(args, "each"):
+        _validate_each(args)
+
+
+def _validate_each(args: argparse.Namespace) -> None:
+    """The -each flags: only with -each, and filled in with their defaults."""
+    for name, default in EACH_DEFAULTS.items():
+        given = getattr(args, name)
+        spelled = "-" + name.replace("_", "-")
+        if given is not None and not args.each:
+            raise Exit(EXIT_ARGS, f"error: specified {spelled} without specifying -each")
+        setattr(args, name, default if given is None else given)
+    if args.expect_version is not None and not args.expect_version.strip():
+        raise Exit(EXIT_ARGS, "error: -expect-version is empty")
+    if args.expect_own_version:
+        if not args.each:
+            raise Exit(EXIT_ARGS, "error: specified -expect-own-version without specifying -each")
+        if args.expect_version is not None:
+            raise Exit(
+                EXIT_ARGS, "error: cannot specify both -expect-version and -expect-own-version"
+            )
+        args.expect_version = __version__
 
 
 def no_verify_roots(addr: str, timeout: float) -> tuple[bytes, str]:

@@ -29,18 +29,22 @@ class SmokeTestRequest(_message.Message):
     def __init__(self, run_checks: _Optional[bool] = ...) -> None: ...
 
 class SmokeTestResponse(_message.Message):
-    __slots__ = ("status", "message", "version", "uptime", "checks")
+    __slots__ = ("status", "message", "version", "uptime", "checks", "instance", "start_time")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
     status: SmokeStatus
     message: str
     version: str
     uptime: _duration_pb2.Duration
     checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
-    def __init__(self, status: _Optional[_Union[SmokeStatus, str]] = ..., message: _Optional[str] = ..., version: _Optional[str] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ...) -> None: ...
+    instance: str
+    start_time: _timestamp_pb2.Timestamp
+    def __init__(self, status: _Optional[_Union[SmokeStatus, str]] = ..., message: _Optional[str] = ..., version: _Optional[str] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., instance: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CheckResult(_message.Message):
     __slots__ = ("name", "kind", "required", "passing", "last_latency", "last_error", "last_change_time", "last_run_time")
