@@ -148,6 +148,10 @@ class _Connection:
         transport.abort()
 
 
+class _BadRequest(Exception):
+    """A request that must be answered 400 and its connection closed."""
+
+
 class AdminServer:
     """Serves an AdminApp over HTTP/1.1 on asyncio streams.
 
@@ -249,13 +253,17 @@ class AdminServer:
                 )
                 if not isinstance(event, h11.Request):
                     return  # the client closed the connection
+                if _framed_two_ways(event):
+                    # RFC 9112 section 6.1: answer, and close the connection, whatever the body.
+                    raise _BadRequest
                 while not isinstance(
                     await self._next_event(http, reader, connection, start + self._request_timeout),
                     h11.EndOfMessage,
                 ):
                     pass  # a body is not wanted: read past it
-            except h11.RemoteProtocolError as exc:
-                await self._refuse(http, connection, exc.error_status_hint)
+            except (h11.RemoteProtocolError, _BadRequest) as exc:
+                status = exc.error_status_hint if isinstance(exc, h11.RemoteProtocolError) else 400
+                await self._refuse(http, connection, status)
                 return
             await self._respond(http, connection, event)
             if http.our_state is h11.MUST_CLOSE:
@@ -329,3 +337,10 @@ class AdminServer:
             if data:
                 connection.idle = False
             http.receive_data(data)
+
+
+def _framed_two_ways(request: h11.Request) -> bool:
+    """Whether a request carries both Content-Length and Transfer-Encoding (h11 goes by the
+    latter and keeps the connection; RFC 9112 wants it closed: the shape of request smuggling)."""
+    names = {name for name, _ in request.headers}
+    return b"content-length" in names and b"transfer-encoding" in names

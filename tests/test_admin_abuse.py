@@ -1,5 +1,5 @@
-"""The admin HTTP port against clients that hold connections: silent sockets, trickled headers,
-slow readers. Every client here is a real socket on loopback."""
+"""The admin HTTP port against clients that hold connections (silent sockets, trickled headers,
+slow readers) and requests framed two ways at once. Every client is a real socket on loopback."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import time
 import urllib.request
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+import pytest
 
 from petsage_grpc.admin import MAX_CONNECTIONS, AdminApp, AdminServer
 from petsage_grpc.health import HealthState
@@ -232,3 +234,32 @@ def test_stop_with_a_slow_reader_attached_is_clean(processes):
     assert "Traceback" not in log
     assert "CancelledError" not in log
     assert re.search(r"stopped$", process.lines[-1]), process.lines[-1]
+
+
+# --- requests framed two ways ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_content_length_with_transfer_encoding_is_400_and_closes(method):
+    with RunningAdmin() as admin, connect(admin.port) as sock:
+        sock.sendall(
+            f"{method} /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n".encode()
+            + pipelined(1, "/readyz")  # smuggled, if the connection were kept
+        )
+        answer = read_until_closed(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"\r\nconnection: close" in head.lower()
+    assert json.loads(body) == {"error": "bad request"}
+    assert answer.count(b"HTTP/1.1") == 1
+
+
+def test_port_keeps_serving_after_a_request_framed_two_ways():
+    with RunningAdmin() as admin, connect(admin.port) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        read_until_closed(sock)
+        assert readyz(admin.port) == (200, {"status": "SERVING"})
