@@ -1,7 +1,9 @@
-"""TLS and mTLS on the main port, certificate rotation without a restart, the health-only port."""
+"""TLS and mTLS on the main port, certificate rotation without a restart, the health-only port,
+the certificate's validity (refused outside it)."""
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import socket
 import ssl
@@ -11,14 +13,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from petsage_grpc.health import SERVING
-from petsage_grpc.tls import ServerTLS
-from tests.certs import SERVER_NAME, Certs, make_certs
+from petsage_grpc.tls import ServerTLS, TLSError
+from tests.certs import SERVER_NAME, Authority, Certs, Pair, make_certs
 from tests.helpers import (
     WAIT,
     ThreadedServer,
@@ -310,3 +314,91 @@ def test_encrypted_key_at_start_up_is_a_one_line_error(certs, tmp_path):
     assert result.stderr.splitlines() == [
         f"petsage-grpc: error: --tls-key {locked} is encrypted: give the key without a passphrase"
     ]
+
+
+# --- the certificate's validity ------------------------------------------------------------
+
+DAY = datetime.timedelta(days=1)
+
+
+def not_after(pair: Pair) -> float:
+    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    return cert.not_valid_after_utc.timestamp()
+
+
+def expired(certs: Certs) -> Pair:
+    return certs.authority.server("expired", start=-10 * DAY, end=-DAY)
+
+
+def not_yet_valid(certs: Certs) -> Pair:
+    return certs.authority.server("future", start=DAY, end=90 * DAY)
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [(expired, "the certificate expired on 20"), (not_yet_valid, "the certificate is not valid")],
+    ids=["expired", "not-yet-valid"],
+)
+def test_certificate_out_of_its_validity_at_start_up_is_a_one_line_error(certs, pair, message):
+    bad = pair(certs)
+    tls = ["--tls-cert", str(bad.cert), "--tls-key", str(bad.key)]
+    result = run_cli("serve", "--host", "127.0.0.1", "--port", "0", *tls)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"petsage-grpc: error: --tls-cert {bad.cert}: {message}")
+
+
+def test_reload_refuses_an_expired_certificate_and_keeps_the_last_good_pair(
+    server_tls, certs, caplog
+):
+    served = server_tls.not_after
+    old = expired(certs)
+    shutil.copyfile(old.cert, certs.server.cert)
+    shutil.copyfile(old.key, certs.server.key)
+    assert server_tls.reload() is False
+    assert "the certificate expired on" in caplog.text
+    assert events(caplog) == ["tls_reload_failed"]
+    assert server_tls._fetch() is None
+    assert server_tls.not_after == served
+
+
+def test_expired_certificate_swapped_in_is_not_served(certs, caplog):
+    caplog.set_level("INFO", logger="petsage_grpc.tls")
+    old = expired(certs)
+    with tls_server(certs, tls_reload_interval=0.05) as server:
+        port = server.server.port
+        assert port is not None
+        before = served_certificate(port)
+        shutil.copyfile(old.cert, certs.server.cert)
+        shutil.copyfile(old.key, certs.server.key)
+        wait_until(lambda: "tls_reload_failed" in events(caplog), what="the refusal")
+        assert served_certificate(port) == before
+        with secure_channel(server.address, certs) as channel:
+            assert check(channel, "") == SERVING
+
+
+def test_expiry_is_read_from_utc_time_and_generalized_time(certs):
+    # Certificates say years before 2050 in UTCTime, later ones in GeneralizedTime (RFC 5280).
+    for stem, years in (("utc-time", 20), ("generalized-time", 40)):
+        pair = certs.authority.server(stem, end=years * 365 * DAY)
+        assert ServerTLS(str(pair.cert), str(pair.key)).not_after == not_after(pair)
+
+
+def test_expiry_is_the_soonest_of_the_chain(tmp_path):
+    authority = Authority(tmp_path, life=30 * DAY)
+    pair = authority.server(end=60 * DAY)  # outlives the CA that signed it
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pair.cert.read_bytes() + authority.path.read_bytes())
+    tls = ServerTLS(str(chain), str(pair.key))
+    assert tls.not_after == authority.cert.not_valid_after_utc.timestamp()
+
+
+def test_an_expired_certificate_in_the_chain_is_refused(certs, tmp_path):
+    stale = certs.authority.issue(
+        "stale", ExtendedKeyUsageOID.SERVER_AUTH, "stale", start=-9 * DAY, end=-DAY
+    )
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(certs.server.cert.read_bytes() + stale.cert.read_bytes())
+    with pytest.raises(TLSError, match=r"certificate 2 of the chain expired on"):
+        ServerTLS(str(chain), str(certs.server.key))
