@@ -23,7 +23,7 @@ import struct
 import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 
@@ -32,6 +32,9 @@ from petsage_grpc._gen.petsage.v1 import smoke_pb2
 from petsage_grpc.health import SERVING
 from petsage_grpc.monitor import LIVENESS, READINESS, HealthMonitor
 from petsage_grpc.smoke import verdict
+
+if TYPE_CHECKING:
+    from petsage_grpc.tls import ServerTLS
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +80,15 @@ def _json(code: int, body: dict[str, Any]) -> Response:
 class AdminApp:
     """The endpoints: a request path in, a response out."""
 
-    def __init__(self, monitor: HealthMonitor, metrics: Callable[[], tuple[bytes, str]]) -> None:
+    def __init__(
+        self,
+        monitor: HealthMonitor,
+        metrics: Callable[[], tuple[bytes, str]],
+        tls: ServerTLS | None = None,
+    ) -> None:
         self._monitor = monitor
         self._metrics = metrics
+        self._tls = tls
         self._routes: dict[str, Callable[[], Response]] = {
             "/metrics": self._prometheus,
             "/healthz": lambda: self._service_status(LIVENESS),
@@ -110,7 +119,7 @@ class AdminApp:
         return _json(200 if serving else 503, {"status": "SERVING" if serving else "NOT_SERVING"})
 
     def _verdict(self) -> tuple[int, str, str]:
-        status, message = verdict(self._monitor)
+        status, message = verdict(self._monitor, self._tls)
         word = _WORDS.get(status, "failing")
         return (503 if word == "failing" else 200), word, message
 

@@ -16,6 +16,7 @@ from petsage_grpc.values import first_and_more
 
 if TYPE_CHECKING:
     from petsage_grpc.checks.runner import CheckRunner
+    from petsage_grpc.tls import ServerTLS
 
 SERVICE_NAME = smoke_pb2.DESCRIPTOR.services_by_name["SmokeService"].full_name
 
@@ -28,8 +29,11 @@ FRESH_RUN_LIMIT = 30.0
 """How long a fresh run of checks may take when the call has no deadline, in seconds."""
 
 
-def verdict(monitor: HealthMonitor) -> tuple[smoke_pb2.SmokeStatus, str]:
-    """The overall status and its message, from the monitor's state as it stands."""
+def verdict(
+    monitor: HealthMonitor, tls: ServerTLS | None = None
+) -> tuple[smoke_pb2.SmokeStatus, str]:
+    """The overall status and its message, from the monitor's state as it stands (and the
+    served certificate's expiry, with `tls`)."""
     if monitor.state.is_shutdown:
         return smoke_pb2.SMOKE_STATUS_FAILING, "PetSage is shutting down"
     problem = monitor.readiness_problem()
@@ -44,6 +48,8 @@ def verdict(monitor: HealthMonitor) -> tuple[smoke_pb2.SmokeStatus, str]:
     ]
     if optional := monitor.failing_summary(required=False):
         degraded.append(optional)
+    if tls is not None and (expiring := tls.expiry_problem()):
+        degraded.append(expiring)
     if degraded:
         return smoke_pb2.SMOKE_STATUS_DEGRADED, f"PetSage is degraded: {first_and_more(degraded)}"
     return smoke_pb2.SMOKE_STATUS_OK, OK_MESSAGE
@@ -70,9 +76,12 @@ def check_result(runner: CheckRunner, now: float) -> smoke_pb2.CheckResult:
 class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
     """Answers SmokeTest from the monitor's state; runs the checks only when asked to."""
 
-    def __init__(self, monitor: HealthMonitor, started: float | None = None) -> None:
+    def __init__(
+        self, monitor: HealthMonitor, started: float | None = None, tls: ServerTLS | None = None
+    ) -> None:
         self._monitor = monitor
         self._started = time.monotonic() if started is None else started
+        self._tls = tls
 
     async def SmokeTest(
         self, request: smoke_pb2.SmokeTestRequest, context: grpc.aio.ServicerContext
@@ -81,7 +90,7 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
             remaining = context.time_remaining()
             budget = FRESH_RUN_LIMIT if remaining is None else remaining - DEADLINE_MARGIN
             await self._monitor.run_checks(timeout=budget)
-        status, message = verdict(self._monitor)
+        status, message = verdict(self._monitor, self._tls)
         now = time.monotonic()
         response = smoke_pb2.SmokeTestResponse(
             status=status,

@@ -30,6 +30,9 @@ import grpc
 
 log = logging.getLogger(__name__)
 
+EXPIRY_WARNING = 7 * 24 * 3600.0
+"""Seconds before the served certificate expires from which SmokeTest says DEGRADED."""
+
 
 class TLSError(RuntimeError):
     """The TLS files cannot be used; the message names the file and the problem."""
@@ -44,10 +47,16 @@ class _Files:
 
 
 class ServerTLS:
-    """Serves the TLS files' current contents; `watch()` keeps them current."""
+    """Serves the TLS files' current contents; `watch()` keeps them current.
 
-    def __init__(self, cert: str, key: str, client_ca: str = "") -> None:
+    `expiry_warning`: seconds before the served certificate expires from which
+    `expiry_problem()` says so."""
+
+    def __init__(
+        self, cert: str, key: str, client_ca: str = "", *, expiry_warning: float = EXPIRY_WARNING
+    ) -> None:
         self.cert_path, self.key_path, self.client_ca_path = cert, key, client_ca
+        self._expiry_warning = expiry_warning
         self._served = self._read()  # raises TLSError: a bad start-up is one clear line
         self._pending: grpc.ServerCertificateConfiguration | None = None
         self._lock = threading.Lock()  # _fetch runs on grpc's threads
@@ -62,6 +71,20 @@ class ServerTLS:
         """When the served certificate chain expires (the soonest of its certificates), in
         seconds since the Unix epoch."""
         return self._served.not_after
+
+    def expiry_problem(self, now: float | None = None) -> str:
+        """Why the served certificate is a problem, as shown to callers (no file names): it
+        expires within `expiry_warning`, or has expired; "" when it is not."""
+        left = self.not_after - (time.time() if now is None else now)
+        if left > self._expiry_warning:
+            return ""
+        when = _format_time(self.not_after)
+        if left <= 0:
+            return f"the TLS certificate expired on {when}"
+        days = left / 86400
+        return f"the TLS certificate expires on {when}, in " + (
+            f"{days:.1f} days" if days >= 1 else f"{left / 3600:.1f} hours"
+        )
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
@@ -108,7 +131,7 @@ class ServerTLS:
 
     def _read(self, served: _Files | None = None) -> _Files:
         """The files, checked; `served` itself if they are what it holds (an expired served
-        certificate is not refused again: the files have not changed)."""
+        certificate is not refused again: its expiry is for the metrics and SmokeTest to say)."""
         cert = _read(self.cert_path, "--tls-cert")
         key = _read(self.key_path, "--tls-key")
         client_ca = _read(self.client_ca_path, "--tls-client-ca") if self.client_ca_path else None

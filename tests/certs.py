@@ -1,7 +1,7 @@
 """Certificates made at test time: a CA, a server certificate and a client certificate.
 
-They live long enough (a year, 90 days) that no test comes near their expiry; a test that wants
-another validity says so."""
+They live long enough (a year, 90 days) that a server serving them is far from the expiry warning
+(SmokeTest DEGRADED within a week of it); a test that wants another validity says so."""
 
 from __future__ import annotations
 
