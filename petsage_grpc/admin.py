@@ -187,6 +187,7 @@ class AdminServer:
         self._write_timeout = write_timeout
         self._max_connections = max_connections
         self._server: asyncio.Server | None = None
+        self._stopping = False
         self._connections: set[_Connection] = set()
 
     @property
@@ -204,6 +205,7 @@ class AdminServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        self._stopping = True
         server.close()
         tasks = [c.task for c in self._connections if c.task is not None]
         for task in tasks:
@@ -219,7 +221,7 @@ class AdminServer:
         # A plain callback, not a coroutine: the connection's task is ours from the start, so
         # that the stop can cancel it and it ends quietly (asyncio logs a cancelled callback task).
         loop = asyncio.get_running_loop()
-        if self._server is None:
+        if self._stopping:
             writer.close()
             return
         if len(self._connections) >= self._max_connections:
@@ -286,7 +288,18 @@ class AdminServer:
     ) -> None:
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
-        (code, body, content_type), headers = self._app.respond(method, target)
+        try:
+            (code, body, content_type), headers = self._app.respond(method, target)
+        except Exception as exc:  # a bug behind an endpoint: say so in one line, answer 500
+            log.error(
+                "admin port: %s %s failed: %s: %s",
+                method,
+                urllib.parse.urlsplit(target).path,
+                type(exc).__name__,
+                exc,
+                extra={"event": "admin_error", "error": str(exc)},
+            )
+            (code, body, content_type), headers = _json(500, {"error": "internal error"}), {}
         fields = [
             ("content-type", content_type),
             ("content-length", str(len(body))),

@@ -263,3 +263,25 @@ def test_port_keeps_serving_after_a_request_framed_two_ways():
         )
         read_until_closed(sock)
         assert readyz(admin.port) == (200, {"status": "SERVING"})
+
+
+# --- an endpoint that fails --------------------------------------------------------------------
+
+
+def test_an_endpoint_that_raises_is_500_with_one_log_line(caplog):
+    def broken() -> tuple[bytes, str]:
+        raise RuntimeError("no registry")
+
+    with RunningAdmin(broken) as admin, connect(admin.port) as sock:
+        sock.sendall(
+            pipelined(1, "/metrics")
+            + b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answer = read_until_closed(sock)
+    first, _, second = answer.partition(b"HTTP/1.1 200 ")  # the connection is still served
+    assert first.startswith(b"HTTP/1.1 500 ")
+    assert first.endswith(b'{"error": "internal error"}')
+    assert second
+    errors = [r.getMessage() for r in caplog.records if r.name == "petsage_grpc.admin"]
+    assert errors == ["admin port: GET /metrics failed: RuntimeError: no registry"]
+    assert "Traceback" not in caplog.text
