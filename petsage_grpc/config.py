@@ -82,6 +82,7 @@ class Config:
     tls_key: str = ""
     tls_client_ca: str = ""
     tls_reload_interval: float = 10.0
+    tls_expiry_warning: float = 7 * 24 * 3600.0
     health_port: int | None = None
     health_host: str = ""
     health_port_max_watch_streams: int = 100
@@ -293,6 +294,13 @@ OPTIONS: tuple[Option, ...] = (
         "tls_reload_interval",
         parse_duration,
         "how often the TLS files are looked at; changed files are served without a restart",
+        "DURATION",
+        show=format_seconds,
+    ),
+    Option(
+        "tls_expiry_warning",
+        parse_duration,
+        "SmokeTest says DEGRADED once the served certificate expires within this",
         "DURATION",
         show=format_seconds,
     ),

@@ -5,7 +5,8 @@ for this), and turned into Prometheus metrics only when scraped.
 registry that the admin port serves: the RPC counts and handling-time histogram, in-flight RPCs
 (from `InFlight`),
 open Watch streams, each service's serving status, each check's result, latency and consecutive
-failures, build info and process metrics. prometheus_client is imported there, not before.
+failures, the served TLS certificate's expiry, build info and process metrics. prometheus_client
+is imported there, not before.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from petsage_grpc.monitor import HealthMonitor
+    from petsage_grpc.tls import ServerTLS
 
 BUCKETS = (
     0.0001,
@@ -83,9 +85,15 @@ class _Collector:
     """Reads the counts, the health state and the checks at scrape time."""
 
     def __init__(
-        self, rpcs: RpcMetrics, in_flight: InFlight, state: HealthState, monitor: HealthMonitor
+        self,
+        rpcs: RpcMetrics,
+        in_flight: InFlight,
+        state: HealthState,
+        monitor: HealthMonitor,
+        tls: ServerTLS | None = None,
     ) -> None:
         self._rpcs, self._in_flight, self._state, self._monitor = rpcs, in_flight, state, monitor
+        self._tls = tls
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -148,6 +156,13 @@ class _Collector:
         yield serving
 
         yield from self._checks()
+        if self._tls is not None:
+            yield GaugeMetricFamily(
+                "petsage_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires (the soonest of its chain), in seconds"
+                " since the Unix epoch.",
+                value=self._tls.not_after,
+            )
         info = InfoMetricFamily("petsage_build", "The running build.")
         info.add_metric([], {"version": __version__})
         yield info
@@ -179,13 +194,18 @@ class _Collector:
 
 
 def build_registry(
-    rpcs: RpcMetrics, in_flight: InFlight, state: HealthState, monitor: HealthMonitor
+    rpcs: RpcMetrics,
+    in_flight: InFlight,
+    state: HealthState,
+    monitor: HealthMonitor,
+    tls: ServerTLS | None = None,
 ) -> CollectorRegistry:
-    """A Prometheus registry of this server's metrics and the process's."""
+    """A Prometheus registry of this server's metrics and the process's (and, with `tls`, the
+    served certificate's expiry)."""
     from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(rpcs, in_flight, state, monitor))
+    registry.register(_Collector(rpcs, in_flight, state, monitor, tls))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -154,10 +154,16 @@ class Server:
         if config.tls:
             from petsage_grpc.tls import ServerTLS
 
-            tls = self._tls = ServerTLS(config.tls_cert, config.tls_key, config.tls_client_ca)
+            tls = self._tls = ServerTLS(
+                config.tls_cert,
+                config.tls_key,
+                config.tls_client_ca,
+                expiry_warning=config.tls_expiry_warning,
+            )
         main = self._listener(config.max_watch_streams)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
-            SmokeServicer(self.monitor, started=time.monotonic(), version=self.version), main
+            SmokeServicer(self.monitor, started=time.monotonic(), version=self.version, tls=tls),
+            main,
         )
         main.add_generic_rpc_handlers(self._services)
         if config.reflection:
@@ -174,7 +180,7 @@ class Server:
             servers.append(health_only)
         self.monitor.start()
         if config.admin_port is not None:
-            self._admin = await self._start_admin(config.admin_host, config.admin_port)
+            self._admin = await self._start_admin(config.admin_host, config.admin_port, tls)
         for each in servers:
             await each.start()
         self._servers = servers
@@ -214,17 +220,18 @@ class Server:
                 suffix = f" ({security})"
             log.info("%s %s%s", what, format_address(host, port), suffix, extra=fields)
 
-    async def _start_admin(self, host: str, port: int) -> AdminServer:
+    async def _start_admin(self, host: str, port: int, tls: ServerTLS | None) -> AdminServer:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         from petsage_grpc.admin import AdminApp, AdminServer
         from petsage_grpc.metrics import build_registry
 
-        registry = build_registry(self.metrics, self.in_flight, self.state, self.monitor)
+        registry = build_registry(self.metrics, self.in_flight, self.state, self.monitor, tls)
         admin = AdminServer(
             AdminApp(
                 self.monitor,
                 lambda: (generate_latest(registry), CONTENT_TYPE_LATEST),
+                tls,
                 version=self.version,
             )
         )

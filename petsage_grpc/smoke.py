@@ -18,6 +18,7 @@ from petsage_grpc.values import first_and_more
 
 if TYPE_CHECKING:
     from petsage_grpc.checks.runner import CheckRunner
+    from petsage_grpc.tls import ServerTLS
 
 SERVICE_NAME = smoke_pb2.DESCRIPTOR.services_by_name["SmokeService"].full_name
 
@@ -35,8 +36,11 @@ def instance_name() -> str:
     return os.environ.get("POD_NAME", "").strip() or socket.gethostname()
 
 
-def verdict(monitor: HealthMonitor) -> tuple[smoke_pb2.SmokeStatus, str]:
-    """The overall status and its message, from the monitor's state as it stands."""
+def verdict(
+    monitor: HealthMonitor, tls: ServerTLS | None = None
+) -> tuple[smoke_pb2.SmokeStatus, str]:
+    """The overall status and its message, from the monitor's state as it stands (and the
+    served certificate's expiry, with `tls`)."""
     if monitor.state.is_shutdown:
         return smoke_pb2.SMOKE_STATUS_FAILING, "PetSage is shutting down"
     problem = monitor.readiness_problem()
@@ -51,6 +55,8 @@ def verdict(monitor: HealthMonitor) -> tuple[smoke_pb2.SmokeStatus, str]:
     ]
     if optional := monitor.failing_summary(required=False):
         degraded.append(optional)
+    if tls is not None and (expiring := tls.expiry_problem()):
+        degraded.append(expiring)
     if degraded:
         return smoke_pb2.SMOKE_STATUS_DEGRADED, f"PetSage is degraded: {first_and_more(degraded)}"
     return smoke_pb2.SMOKE_STATUS_OK, OK_MESSAGE
@@ -84,14 +90,17 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
         *,
         version: str = __version__,
         instance: str | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
         """`started` is when serving began, on the monotonic clock (default: now); `version` and
-        `instance` are what SmokeTest reports (default: the package's and `instance_name()`)."""
+        `instance` are what SmokeTest reports (default: the package's and `instance_name()`);
+        `tls`, the served certificate, whose coming expiry degrades the verdict."""
         self._monitor = monitor
         self._started = time.monotonic() if started is None else started
         self._start_time = time.time() - (time.monotonic() - self._started)
         self._version = version
         self._instance = instance_name() if instance is None else instance
+        self._tls = tls
 
     async def SmokeTest(
         self, request: smoke_pb2.SmokeTestRequest, context: grpc.aio.ServicerContext
@@ -100,7 +109,7 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
             remaining = context.time_remaining()
             budget = FRESH_RUN_LIMIT if remaining is None else remaining - DEADLINE_MARGIN
             await self._monitor.run_checks(timeout=budget)
-        status, message = verdict(self._monitor)
+        status, message = verdict(self._monitor, self._tls)
         now = time.monotonic()
         response = smoke_pb2.SmokeTestResponse(
             status=status,

@@ -1,24 +1,34 @@
-"""TLS and mTLS on the main port, certificate rotation without a restart, the health-only port."""
+"""TLS and mTLS on the main port, certificate rotation without a restart, the health-only port,
+the certificate's validity (refused outside it, a gauge of its expiry, DEGRADED before it)."""
 
 from __future__ import annotations
 
+import datetime
+import json
+import re
 import shutil
 import socket
 import ssl
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
+from petsage_grpc.config import Config
 from petsage_grpc.health import SERVING
-from petsage_grpc.tls import ServerTLS
-from tests.certs import SERVER_NAME, Certs, make_certs
+from petsage_grpc.smoke import OK_MESSAGE
+from petsage_grpc.tls import ServerTLS, TLSError
+from tests.certs import SERVER_NAME, Authority, Certs, Pair, make_certs
 from tests.helpers import (
     WAIT,
     ThreadedServer,
@@ -310,3 +320,162 @@ def test_encrypted_key_at_start_up_is_a_one_line_error(certs, tmp_path):
     assert result.stderr.splitlines() == [
         f"petsage-grpc: error: --tls-key {locked} is encrypted: give the key without a passphrase"
     ]
+
+
+# --- the certificate's validity ------------------------------------------------------------
+
+DAY = datetime.timedelta(days=1)
+
+
+def not_after(pair: Pair) -> float:
+    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    return cert.not_valid_after_utc.timestamp()
+
+
+def expired(certs: Certs) -> Pair:
+    return certs.authority.server("expired", start=-10 * DAY, end=-DAY)
+
+
+def not_yet_valid(certs: Certs) -> Pair:
+    return certs.authority.server("future", start=DAY, end=90 * DAY)
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [(expired, "the certificate expired on 20"), (not_yet_valid, "the certificate is not valid")],
+    ids=["expired", "not-yet-valid"],
+)
+def test_certificate_out_of_its_validity_at_start_up_is_a_one_line_error(certs, pair, message):
+    bad = pair(certs)
+    tls = ["--tls-cert", str(bad.cert), "--tls-key", str(bad.key)]
+    result = run_cli("serve", "--host", "127.0.0.1", "--port", "0", *tls)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"petsage-grpc: error: --tls-cert {bad.cert}: {message}")
+
+
+def test_reload_refuses_an_expired_certificate_and_keeps_the_last_good_pair(
+    server_tls, certs, caplog
+):
+    served = server_tls.not_after
+    old = expired(certs)
+    shutil.copyfile(old.cert, certs.server.cert)
+    shutil.copyfile(old.key, certs.server.key)
+    assert server_tls.reload() is False
+    assert "the certificate expired on" in caplog.text
+    assert events(caplog) == ["tls_reload_failed"]
+    assert server_tls._fetch() is None
+    assert server_tls.not_after == served
+
+
+def test_expired_certificate_swapped_in_is_not_served(certs, caplog):
+    caplog.set_level("INFO", logger="petsage_grpc.tls")
+    old = expired(certs)
+    with tls_server(certs, tls_reload_interval=0.05) as server:
+        port = server.server.port
+        assert port is not None
+        before = served_certificate(port)
+        shutil.copyfile(old.cert, certs.server.cert)
+        shutil.copyfile(old.key, certs.server.key)
+        wait_until(lambda: "tls_reload_failed" in events(caplog), what="the refusal")
+        assert served_certificate(port) == before
+        with secure_channel(server.address, certs) as channel:
+            assert check(channel, "") == SERVING
+
+
+def test_expiry_is_read_from_utc_time_and_generalized_time(certs):
+    # Certificates say years before 2050 in UTCTime, later ones in GeneralizedTime (RFC 5280).
+    for stem, years in (("utc-time", 20), ("generalized-time", 40)):
+        pair = certs.authority.server(stem, end=years * 365 * DAY)
+        assert ServerTLS(str(pair.cert), str(pair.key)).not_after == not_after(pair)
+
+
+def test_expiry_is_the_soonest_of_the_chain(tmp_path):
+    authority = Authority(tmp_path, life=30 * DAY)
+    pair = authority.server(end=60 * DAY)  # outlives the CA that signed it
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pair.cert.read_bytes() + authority.path.read_bytes())
+    tls = ServerTLS(str(chain), str(pair.key))
+    assert tls.not_after == authority.cert.not_valid_after_utc.timestamp()
+
+
+def test_an_expired_certificate_in_the_chain_is_refused(certs, tmp_path):
+    stale = certs.authority.issue(
+        "stale", ExtendedKeyUsageOID.SERVER_AUTH, "stale", start=-9 * DAY, end=-DAY
+    )
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(certs.server.cert.read_bytes() + stale.cert.read_bytes())
+    with pytest.raises(TLSError, match=r"certificate 2 of the chain expired on"):
+        ServerTLS(str(chain), str(certs.server.key))
+
+
+def scrape_expiry(server: ThreadedServer) -> float:
+    url = f"http://127.0.0.1:{server.server.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
+        text = response.read().decode()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return samples["petsage_tls_certificate_expiry_timestamp_seconds"]
+
+
+def test_metrics_show_when_the_served_certificate_expires(certs):
+    renewed = certs.authority.server("renewed", end=200 * DAY)
+    with tls_server(certs, admin_port=0, tls_reload_interval=0.05) as server:
+        assert scrape_expiry(server) == not_after(certs.server)
+        shutil.copyfile(renewed.cert, certs.server.cert)
+        shutil.copyfile(renewed.key, certs.server.key)
+        wait_until(lambda: scrape_expiry(server) == not_after(renewed), what="the new expiry")
+
+
+def smoke(server: ThreadedServer, certs: Certs) -> smoke_pb2.SmokeTestResponse:
+    with secure_channel(server.address, certs) as channel:
+        stub = smoke_pb2_grpc.SmokeServiceStub(channel)
+        response: smoke_pb2.SmokeTestResponse = stub.SmokeTest(
+            smoke_pb2.SmokeTestRequest(), timeout=WAIT
+        )
+        return response
+
+
+def expiring(certs: Certs) -> Certs:
+    """`certs` with a server certificate that expires in three days."""
+    soon = certs.authority.server("soon", end=3 * DAY)
+    shutil.copyfile(soon.cert, certs.server.cert)
+    shutil.copyfile(soon.key, certs.server.key)
+    return certs
+
+
+def test_smoke_test_is_degraded_when_the_certificate_expires_within_a_week(certs):
+    with tls_server(expiring(certs), admin_port=0) as server:
+        response = smoke(server, certs)
+        assert response.status == smoke_pb2.SMOKE_STATUS_DEGRADED
+        assert re.fullmatch(
+            r"PetSage is degraded: the TLS certificate expires on"
+            r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, in (2\.\d|3\.0) days",
+            response.message,
+        ), response.message
+        url = f"http://127.0.0.1:{server.server.admin_port}/api/v1/smoke-test"
+        with urllib.request.urlopen(url, timeout=WAIT) as answer:
+            assert json.loads(answer.read()) == {"status": "degraded"}
+
+
+def test_smoke_test_is_ok_when_the_certificate_expires_after_the_warning_window(certs):
+    with tls_server(expiring(certs), tls_expiry_warning=DAY.total_seconds()) as server:
+        response = smoke(server, certs)
+        assert (response.status, response.message) == (smoke_pb2.SMOKE_STATUS_OK, OK_MESSAGE)
+
+
+def test_smoke_test_is_ok_with_the_test_certificates(certs):
+    with tls_server(certs) as server:
+        assert smoke(server, certs).status == smoke_pb2.SMOKE_STATUS_OK
+
+
+def test_expiry_warning_is_a_setting(tmp_path):
+    (tmp_path / "petsage.toml").write_text('tls_expiry_warning = "720h"\n')
+    file = Config.load({"config": str(tmp_path / "petsage.toml")}, {})
+    assert file.tls_expiry_warning == 30 * DAY.total_seconds()
+    assert Config.load({}, {"PETSAGE_TLS_EXPIRY_WARNING": "24h"}).tls_expiry_warning == 86400
+    assert Config().tls_expiry_warning == 7 * DAY.total_seconds()
