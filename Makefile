@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_OUT ?= petsage_grpc/_gen
 PROTOS := protos/petsage/v1/smoke.proto
 
-.PHONY: install run test test-servers lint proto proto-released generate bench fuzz clean
+.PHONY: install run test test-servers lint proto proto-released generate bench soak fuzz clean
 
 install: $(STAMP)
 
@@ -27,14 +27,17 @@ run: install
 test: lint test-servers
 	$(BIN)/pytest
 
-# The postgres and redis checks are tested against real servers: Debian's postgresql (initdb and
-# pg_ctl, under /usr/lib/postgresql) and redis-server, installed here when missing (as root, with
-# apt-get), so that no test skips for want of them.
+# The tests run real servers and a real browser: Debian's postgresql (initdb and pg_ctl, under
+# /usr/lib/postgresql) and redis-server for the postgres and redis checks, chromium and
+# chromium-driver for the status page. Installed here when missing (as root, with apt-get), so
+# that no test skips for want of them.
 test-servers:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
 	  || missing="$$missing postgresql"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	test -x /usr/bin/chromedriver || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -80,6 +83,13 @@ bench: install
 	@mkdir -p bench/results
 	{ $(BIN)/python bench/run.py && echo && $(BIN)/python bench/rollout.py 3 1; } \
 	  | tee bench/results/latest.md
+
+# Soak: one server under a steady mix of health traffic with faults injected on a schedule, for
+# SOAK_SECONDS (5 minutes by default); loopback only, bounded, never part of make test (which runs
+# a 30-second one). Writes bench/results/soak.md.
+SOAK_SECONDS ?= 300
+soak: install test-servers
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --out bench/results/soak.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

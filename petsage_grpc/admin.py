@@ -6,6 +6,10 @@ balancers and uptime checkers that speak only HTTP, and for clients of the origi
     GET /readyz             readiness: 200 {"status": "SERVING"}, else 503
     GET /api/v1/smoke-test  {"status": "ok"}                (or "degraded"; "failing" with 503)
     GET /api/v1/status      {"status": "ok", "message": ..., "version": ...}   (likewise)
+    GET /api/v1/history     {"transitions": [{time, kind, name, old, new, reason}, ...]}
+    GET /api/v1/health      everything the status page shows, as JSON
+    GET /                   the status page for a browser (Accept: text/html), else the original
+                            API's welcome {"message": ...}
 
 Anything else is 404, a wrong method 405, both with a JSON error. HTTP/1.1 is parsed by h11
 (pure Python, no dependencies, a few milliseconds to import); the socket work is asyncio's.
@@ -20,6 +24,7 @@ import json
 import logging
 import socket
 import struct
+import time
 import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from petsage_grpc import __version__
+from petsage_grpc import __version__, status_page
 from petsage_grpc._gen.petsage.v1 import smoke_pb2
 from petsage_grpc.health import SERVING
 from petsage_grpc.monitor import LIVENESS, READINESS, HealthMonitor
@@ -73,6 +78,18 @@ _WORDS = {
 }
 
 
+WELCOME = (
+    "Welcome to the PetSage API. Open this address in a browser for the status page; "
+    "/api/v1/status, /api/v1/history and /metrics for programs."
+)
+_PAGE_HEADERS = {
+    "content-security-policy": status_page.CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
 def _json(code: int, body: dict[str, Any]) -> Response:
     return code, json.dumps(body).encode(), _JSON
 
@@ -87,30 +104,64 @@ class AdminApp:
         tls: ServerTLS | None = None,
         *,
         version: str = __version__,
+        instance: str = "",
+        started: float | None = None,
     ) -> None:
+        """`instance` and `started` (monotonic) are what the status page shows of the server."""
         self._monitor = monitor
         self._metrics = metrics
         self._tls = tls
         self._version = version
+        self._instance = instance
+        self._started = time.monotonic() if started is None else started
         self._routes: dict[str, Callable[[], Response]] = {
             "/metrics": self._prometheus,
             "/healthz": lambda: self._service_status(LIVENESS),
             "/readyz": lambda: self._service_status(READINESS),
             "/api/v1/smoke-test": self._smoke_test,
             "/api/v1/status": self._status,
+            "/api/v1/health": lambda: _json(200, self._overview()),
+            "/api/v1/history": self._history,
+            "/status.css": lambda: (200, status_page.STYLE, "text/css; charset=utf-8"),
+            "/status.js": lambda: (200, status_page.SCRIPT, "text/javascript; charset=utf-8"),
+            "/favicon.svg": lambda: (200, status_page.ICON, "image/svg+xml"),
         }
 
-    def respond(self, method: str, target: str) -> tuple[Response, dict[str, str]]:
-        """The response to `method target`, and extra headers."""
+    def respond(
+        self, method: str, target: str, accept: str = ""
+    ) -> tuple[Response, dict[str, str]]:
+        """The response to `method target` (`accept`: the request's Accept header), and extra
+        headers."""
         path = urllib.parse.urlsplit(target).path or "/"  # origin or absolute form
         route = self._routes.get(path)
-        if route is None:
+        if route is None and path != "/":
             return _json(404, {"error": "not found", "path": path}), {}
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": "method not allowed", "allowed": ["GET", "HEAD"]}), {
                 "allow": "GET, HEAD"
             }
-        return route(), {}
+        if route is not None:
+            return route(), _PAGE_HEADERS if path.startswith(("/status.", "/favicon")) else {}
+        if "text/html" in accept.lower():  # a browser: the status page
+            page = status_page.render(self._overview())
+            return (200, page, "text/html; charset=utf-8"), _PAGE_HEADERS
+        return _json(200, {"message": WELCOME}), {}  # the original API's welcome
+
+    def _overview(self) -> dict[str, Any]:
+        _, word, message = self._verdict()
+        return status_page.overview(
+            self._monitor,
+            status=word,
+            message=message,
+            version=self._version,
+            instance=self._instance,
+            started=self._started,
+        )
+
+    def _history(self) -> Response:
+        history = self._monitor.state.history
+        changes = history.recent() if history is not None else []
+        return _json(200, {"transitions": [status_page.transition_json(t) for t in changes]})
 
     def _prometheus(self) -> Response:
         body, content_type = self._metrics()
@@ -291,8 +342,11 @@ class AdminServer:
     ) -> None:
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
+        accept = ", ".join(
+            value.decode("latin-1") for name, value in request.headers if name == b"accept"
+        )
         try:
-            (code, body, content_type), headers = self._app.respond(method, target)
+            (code, body, content_type), headers = self._app.respond(method, target, accept)
         except Exception as exc:  # a bug behind an endpoint: say so in one line, answer 500
             log.error(
                 "admin port: %s %s failed: %s: %s",

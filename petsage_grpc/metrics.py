@@ -11,6 +11,7 @@ is imported there, not before.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections.abc import Iterator
@@ -145,6 +146,11 @@ class _Collector:
             "Open grpc.health.v1 Watch streams.",
             value=self._state.watcher_count,
         )
+        yield GaugeMetricFamily(
+            "petsage_event_loop_tasks",
+            "asyncio tasks alive on the server's event loop (each Watch stream is one).",
+            value=_tasks(),
+        )
 
         serving = GaugeMetricFamily(
             "petsage_health_serving",
@@ -191,6 +197,13 @@ class _Collector:
                 latency.add_metric(values, runner.last_latency)
             failures.add_metric(values, runner.consecutive_failures)
         yield from (passing, latency, failures)
+
+
+def _tasks() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped from off the loop (a test's own registry)
+        return 0
 
 
 def build_registry(

@@ -36,7 +36,7 @@ from petsage_grpc.interceptors import ServerInterceptor
 from petsage_grpc.metrics import RpcMetrics
 from petsage_grpc.monitor import HealthMonitor
 from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
-from petsage_grpc.smoke import SmokeServicer
+from petsage_grpc.smoke import SmokeServicer, instance_name
 from petsage_grpc.values import format_address, format_seconds
 
 if TYPE_CHECKING:  # imported where used: a server without them starts faster
@@ -150,6 +150,7 @@ class Server:
         """Bind the ports, start the checks and serving; liveness is SERVING at once, and
         readiness once the required checks pass. Raises BindError or TLSError."""
         config = self.config
+        self._started = time.monotonic()
         tls = None
         if config.tls:
             from petsage_grpc.tls import ServerTLS
@@ -162,7 +163,7 @@ class Server:
             )
         main = self._listener(config.max_watch_streams)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
-            SmokeServicer(self.monitor, started=time.monotonic(), version=self.version, tls=tls),
+            SmokeServicer(self.monitor, started=self._started, version=self.version, tls=tls),
             main,
         )
         main.add_generic_rpc_handlers(self._services)
@@ -233,6 +234,8 @@ class Server:
                 lambda: (generate_latest(registry), CONTENT_TYPE_LATEST),
                 tls,
                 version=self.version,
+                instance=instance_name(),
+                started=self._started,
             )
         )
         try:

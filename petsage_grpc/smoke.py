@@ -27,6 +27,9 @@ OK_MESSAGE = "PetSage services are running smoothly!"
 DEADLINE_MARGIN = 0.05
 """Seconds kept back from the call's deadline, to answer in time after a fresh run of checks."""
 
+RECENT_CHANGES = 20
+"""How many of the latest transitions SmokeTest returns."""
+
 FRESH_RUN_LIMIT = 30.0
 """How long a fresh run of checks may take when the call has no deadline, in seconds."""
 
@@ -120,4 +123,15 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
         )
         response.uptime.FromNanoseconds(int((now - self._started) * 1e9))
         response.start_time.FromNanoseconds(int(self._start_time * 1e9))
+        history = self._monitor.state.history
+        if history is not None:
+            for change in history.recent(RECENT_CHANGES):
+                transition = response.recent_changes.add(
+                    kind=change.kind,
+                    name=change.name,
+                    old_state=change.old,
+                    new_state=change.new,
+                    reason=change.reason,
+                )
+                transition.time.FromNanoseconds(int(change.time * 1e9))
         return response

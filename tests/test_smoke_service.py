@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
-from petsage_grpc.health import NOT_SERVING
+from petsage_grpc.health import NOT_SERVING, SERVING
 from tests.helpers import WAIT, ThreadedServer, make_config
 
 
@@ -99,3 +99,29 @@ def test_no_reflection_answers_unimplemented():
         with pytest.raises(grpc.RpcError) as error:
             ProtoReflectionDescriptorDatabase(chan).get_services()
         assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_smoke_test_returns_the_latest_changes_with_their_reason(tmp_path):
+    from petsage_grpc.checks.spec import CheckSpec
+    from tests.helpers import wait_until
+
+    drain = tmp_path / "drain"
+    spec = CheckSpec(
+        name="drain", kind="file", target=str(drain), interval=0.05, failure_threshold=1
+    )
+    with (
+        ThreadedServer(make_config(checks=(spec,))) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        wait_until(lambda: server.state.get("readiness") == SERVING, what="readiness")
+        drain.touch()
+        wait_until(lambda: server.state.get("readiness") == NOT_SERVING, what="the drain")
+        response = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
+            smoke_pb2.SmokeTestRequest(), timeout=WAIT
+        )
+    readiness = [c for c in response.recent_changes if c.name == "readiness"][-1]
+    assert (readiness.old_state, readiness.new_state, readiness.reason) == (
+        "SERVING",
+        "NOT_SERVING",
+        "required check 'drain' fails: the file exists",
+    )

@@ -14,11 +14,13 @@ from typing import Any
 
 
 class Listener:
-    """Accepts TCP connections on 127.0.0.1 and counts them; closes each at once."""
+    """Accepts TCP connections on 127.0.0.1 and counts them; closes each at once. `port` 0 picks
+    a free one; another brings a stopped listener back on its port."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0

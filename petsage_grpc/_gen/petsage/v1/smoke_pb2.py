@@ -26,21 +26,23 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16petsage/v1/smoke.proto\x12\npetsage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x10SmokeTestRequest\x12\x12\n\nrun_checks\x18\x01 \x01(\x08\"\xf4\x01\n\x11SmokeTestResponse\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.petsage.v1.SmokeStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12)\n\x06uptime\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x06\x63hecks\x18\x05 \x03(\x0b\x32\x17.petsage.v1.CheckResult\x12\x10\n\x08instance\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x01\n\x0b\x43heckResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x0f\n\x07passing\x18\x04 \x01(\x08\x12/\n\x0clast_latency\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x34\n\x10last_change_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_run_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*u\n\x0bSmokeStatus\x12\x1c\n\x18SMOKE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fSMOKE_STATUS_OK\x10\x01\x12\x19\n\x15SMOKE_STATUS_DEGRADED\x10\x02\x12\x18\n\x14SMOKE_STATUS_FAILING\x10\x03\x32X\n\x0cSmokeService\x12H\n\tSmokeTest\x12\x1c.petsage.v1.SmokeTestRequest\x1a\x1d.petsage.v1.SmokeTestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16petsage/v1/smoke.proto\x12\npetsage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x10SmokeTestRequest\x12\x12\n\nrun_checks\x18\x01 \x01(\x08\"\xa4\x02\n\x11SmokeTestResponse\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.petsage.v1.SmokeStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12)\n\x06uptime\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x06\x63hecks\x18\x05 \x03(\x0b\x32\x17.petsage.v1.CheckResult\x12\x10\n\x08instance\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0erecent_changes\x18\x08 \x03(\x0b\x32\x16.petsage.v1.Transition\"\x88\x01\n\nTransition\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\told_state\x18\x04 \x01(\t\x12\x11\n\tnew_state\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xfa\x01\n\x0b\x43heckResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x0f\n\x07passing\x18\x04 \x01(\x08\x12/\n\x0clast_latency\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x34\n\x10last_change_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_run_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*u\n\x0bSmokeStatus\x12\x1c\n\x18SMOKE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fSMOKE_STATUS_OK\x10\x01\x12\x19\n\x15SMOKE_STATUS_DEGRADED\x10\x02\x12\x18\n\x14SMOKE_STATUS_FAILING\x10\x03\x32X\n\x0cSmokeService\x12H\n\tSmokeTest\x12\x1c.petsage.v1.SmokeTestRequest\x1a\x1d.petsage.v1.SmokeTestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'petsage.v1.smoke_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SMOKESTATUS']._serialized_start=643
-  _globals['_SMOKESTATUS']._serialized_end=760
+  _globals['_SMOKESTATUS']._serialized_start=830
+  _globals['_SMOKESTATUS']._serialized_end=947
   _globals['_SMOKETESTREQUEST']._serialized_start=103
   _globals['_SMOKETESTREQUEST']._serialized_end=141
   _globals['_SMOKETESTRESPONSE']._serialized_start=144
-  _globals['_SMOKETESTRESPONSE']._serialized_end=388
-  _globals['_CHECKRESULT']._serialized_start=391
-  _globals['_CHECKRESULT']._serialized_end=641
-  _globals['_SMOKESERVICE']._serialized_start=762
-  _globals['_SMOKESERVICE']._serialized_end=850
+  _globals['_SMOKETESTRESPONSE']._serialized_end=436
+  _globals['_TRANSITION']._serialized_start=439
+  _globals['_TRANSITION']._serialized_end=575
+  _globals['_CHECKRESULT']._serialized_start=578
+  _globals['_CHECKRESULT']._serialized_end=828
+  _globals['_SMOKESERVICE']._serialized_start=949
+  _globals['_SMOKESERVICE']._serialized_end=1037
 # @@protoc_insertion_point(module_scope)

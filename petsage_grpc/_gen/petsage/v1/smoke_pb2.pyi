@@ -29,7 +29,7 @@ class SmokeTestRequest(_message.Message):
     def __init__(self, run_checks: _Optional[bool] = ...) -> None: ...
 
 class SmokeTestResponse(_message.Message):
-    __slots__ = ("status", "message", "version", "uptime", "checks", "instance", "start_time")
+    __slots__ = ("status", "message", "version", "uptime", "checks", "instance", "start_time", "recent_changes")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class SmokeTestResponse(_message.Message):
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
+    RECENT_CHANGES_FIELD_NUMBER: _ClassVar[int]
     status: SmokeStatus
     message: str
     version: str
@@ -44,7 +45,24 @@ class SmokeTestResponse(_message.Message):
     checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
     instance: str
     start_time: _timestamp_pb2.Timestamp
-    def __init__(self, status: _Optional[_Union[SmokeStatus, str]] = ..., message: _Optional[str] = ..., version: _Optional[str] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., instance: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    recent_changes: _containers.RepeatedCompositeFieldContainer[Transition]
+    def __init__(self, status: _Optional[_Union[SmokeStatus, str]] = ..., message: _Optional[str] = ..., version: _Optional[str] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., instance: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recent_changes: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ...) -> None: ...
+
+class Transition(_message.Message):
+    __slots__ = ("time", "kind", "name", "old_state", "new_state", "reason")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OLD_STATE_FIELD_NUMBER: _ClassVar[int]
+    NEW_STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    kind: str
+    name: str
+    old_state: str
+    new_state: str
+    reason: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., old_state: _Optional[str] = ..., new_state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CheckResult(_message.Message):
     __slots__ = ("name", "kind", "required", "passing", "last_latency", "last_error", "last_change_time", "last_run_time")
