@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import NoReturn, TypeAlias
+from collections.abc import Callable
+from typing import NoReturn, Protocol, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -49,6 +50,20 @@ def status_name(status: ServingStatus) -> str:
 
 class WatchRefused(Exception):
     """A Watch stream cannot open: a limit is reached. The message says which."""
+
+
+class Mailbox(Protocol):
+    """What the state keeps for each Watch stream: offered every change of its service, and the
+    end, under the state's lock; neither may wait."""
+
+    service: str
+
+    def _offer(self, status: ServingStatus, loop: asyncio.AbstractEventLoop | None) -> None: ...
+
+    def _end(self, loop: asyncio.AbstractEventLoop | None) -> None: ...
+
+
+M = TypeVar("M", bound=Mailbox)
 
 
 class Watcher:
@@ -127,7 +142,7 @@ class HealthState:
         self.history = history
         self._lock = threading.Lock()
         self._statuses: dict[str, ServingStatus] = {}
-        self._watchers: dict[str, set[Watcher]] = {}
+        self._watchers: dict[str, set[Mailbox]] = {}
         self._watcher_count = 0
         self._shutdown = False
         self._ended = False
@@ -200,17 +215,29 @@ class HealthState:
         `service` is unknown and `max_unknown_services` unknown names are watched already.
         """
         loop = asyncio.get_running_loop()
+        return self.attach(service, lambda status: Watcher(service, status, loop), loop)
+
+    def attach(
+        self,
+        service: str,
+        make: Callable[[ServingStatus], M],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> M:
+        """Register the mailbox `make(current status)` as a watcher of `service`: from now on it
+        is offered every change, under the lock (so its `_offer` and `_end` must never wait).
+        `watch()` is this for asyncio; a thread-based servicer brings its own mailbox. Close it
+        with `unwatch()`. Raises WatchRefused as `watch()` does."""
         with self._lock:
             self._admit_locked(service)
-            watcher = Watcher(service, self._statuses.get(service, SERVICE_UNKNOWN), loop)
+            watcher = make(self._statuses.get(service, SERVICE_UNKNOWN))
             self._watchers.setdefault(service, set()).add(watcher)
             self._watcher_count += 1
             if self._ended:
                 watcher._end(loop)
         return watcher
 
-    def unwatch(self, watcher: Watcher) -> None:
-        """Close a watcher opened by `watch()`."""
+    def unwatch(self, watcher: Mailbox) -> None:
+        """Close a watcher opened by `watch()` or `attach()`."""
         with self._lock:
             watchers = self._watchers.get(watcher.service)
             if watchers is not None and watcher in watchers:

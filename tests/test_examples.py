@@ -6,14 +6,17 @@ import signal
 import sys
 
 import grpc
+import pytest
 
 from petsage_grpc.health import NOT_SERVING, SERVING
 from tests.helpers import ROOT, CLIProcess, check, wait_until
 
+EXAMPLES = ["embedded_health.py", "embedded_sync_health.py"]  # grpc.aio, grpc's thread pool
 
-def start_example(processes: list[CLIProcess]) -> tuple[CLIProcess, int]:
-    """examples/embedded_health.py on a port the system picks, once its service is SERVING."""
-    process = CLIProcess([sys.executable, str(ROOT / "examples" / "embedded_health.py"), "0"])
+
+def start_example(processes: list[CLIProcess], name: str) -> tuple[CLIProcess, int]:
+    """An example on a port the system picks, once its service is SERVING."""
+    process = CLIProcess([sys.executable, str(ROOT / "examples" / name), "0"])
     processes.append(process)
     port = process.wait_for_port()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -21,16 +24,18 @@ def start_example(processes: list[CLIProcess]) -> tuple[CLIProcess, int]:
     return process, port
 
 
-def test_embedded_health_example_serves_until_sigterm(processes):
-    process, port = start_example(processes)
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_embedded_health_example_serves_until_sigterm(processes, example):
+    process, port = start_example(processes, example)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         assert check(channel, "readiness") == SERVING
     process.send(signal.SIGTERM)
     assert process.wait() == 0
 
 
-def test_embedded_health_example_follows_maintenance_signals(processes):
-    process, port = start_example(processes)
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_embedded_health_example_follows_maintenance_signals(processes, example):
+    process, port = start_example(processes, example)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         process.send(signal.SIGUSR1)
         wait_until(lambda: check(channel, "example.Orders") == NOT_SERVING, what="maintenance")
