@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -92,14 +93,21 @@ class _Rejections:
         )
 
 
+class _Recorder(Protocol):
+    """What an interceptor (for grpc.aio or for grpc's thread pool) records each RPC in."""
+
+    metrics: RpcMetrics
+    in_flight: InFlight
+    access_log_health: bool
+    rejections: _Rejections
+
+
 class _Method:
     """What the interceptor knows of one method: its path, labels, and how to report its RPCs."""
 
     __slots__ = ("access", "interceptor", "label", "path", "streaming")
 
-    def __init__(
-        self, interceptor: ServerInterceptor, path: str, label: Method, streaming: bool
-    ) -> None:
+    def __init__(self, interceptor: _Recorder, path: str, label: Method, streaming: bool) -> None:
         self.interceptor, self.path, self.label, self.streaming = (
             interceptor,
             path,
@@ -115,7 +123,8 @@ class _Observation:
 
     __slots__ = ("_began", "_context", "_method")
 
-    def __init__(self, method: _Method, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, method: _Method, context: Any) -> None:
+        """`context`: a grpc.aio.ServicerContext, or a grpc.ServicerContext."""
         self._method, self._context = method, context
         self._began = 0.0
 
@@ -126,15 +135,19 @@ class _Observation:
         self._began = time.perf_counter()
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        seconds = time.perf_counter() - self._began
-        method, context = self._method, self._context
-        interceptor = method.interceptor
         if kind is None:
-            code = context.code() or grpc.StatusCode.OK
+            code = self._context.code() or grpc.StatusCode.OK
         elif issubclass(kind, asyncio.CancelledError):
             code = grpc.StatusCode.CANCELLED
         else:  # an abort carries its code; any other exception is UNKNOWN to the client
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            code = self._context.code() or grpc.StatusCode.UNKNOWN
+        self.end(code)
+
+    def end(self, code: grpc.StatusCode) -> None:
+        """The RPC ended with `code`: count, time and log it."""
+        seconds = time.perf_counter() - self._began
+        method, context = self._method, self._context
+        interceptor = method.interceptor
         interceptor.in_flight.end(method.label)
         interceptor.metrics.handle(method.label, code.name, None if method.streaming else seconds)
         if code in REJECTED:
@@ -212,3 +225,88 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
             return handler._replace(**{kind: call})
         return handler  # a plain function, which grpc.aio would run differently once wrapped
+
+
+class SyncServerInterceptor(grpc.ServerInterceptor):
+    """The same as ServerInterceptor, for grpc's thread-pool server (`grpc.server`). A Watch on
+    grpc's non-blocking path stays on it (the wrapper keeps `experimental_non_blocking`, or
+    grpcio would give every open stream a pool thread), and is counted when it ends."""
+
+    def __init__(
+        self, metrics: RpcMetrics, in_flight: InFlight, *, access_log_health: bool = False
+    ) -> None:
+        self.metrics = metrics
+        self.in_flight = in_flight
+        self.access_log_health = access_log_health
+        self.rejections = _Rejections()
+        self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._lock = threading.Lock()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            self.metrics.start(UNKNOWN_METHOD)
+            self.metrics.handle(UNKNOWN_METHOD, "UNIMPLEMENTED", None)
+            return None
+        known = self._wrapped.get(id(handler))
+        if known is not None:
+            return known[1]
+        wrapped = self._wrap(handler_call_details.method, handler)
+        with self._lock:
+            if len(self._wrapped) < MAX_CACHED_HANDLERS:
+                self._wrapped[id(handler)] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        kind, grpc_type = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
+        service, _, name = path[1:].rpartition("/")
+        method = _Method(self, path, (service, name, grpc_type), handler.response_streaming)
+        handler = answer_malformed(handler, sync=True)
+        behavior = getattr(handler, kind)
+        wrapped: Callable[..., Any]
+
+        if getattr(behavior, "experimental_non_blocking", False):
+
+            def non_blocking(request: Any, context: grpc.ServicerContext, send: Any = None) -> None:
+                observation = _Observation(method, context)
+                observation.__enter__()
+                finished: list[bool] = []
+
+                def sending(message: Any) -> None:
+                    if message is None:
+                        finished.append(True)
+                    send(message)
+
+                def ended() -> None:  # on grpc's completion-queue thread: never wait
+                    ok = grpc.StatusCode.OK if finished else grpc.StatusCode.CANCELLED
+                    observation.end(context.code() or ok)
+
+                try:
+                    behavior(request, context, sending)
+                except BaseException:
+                    observation.end(context.code() or grpc.StatusCode.UNKNOWN)
+                    raise
+                if not context.add_callback(ended):
+                    ended()
+
+            non_blocking.experimental_non_blocking = True  # type: ignore[attr-defined]
+            wrapped = non_blocking
+        elif handler.response_streaming:
+
+            def stream(request: Any, context: grpc.ServicerContext) -> Any:
+                with _Observation(method, context):
+                    yield from behavior(request, context)
+
+            wrapped = stream
+        else:
+
+            def call(request: Any, context: grpc.ServicerContext) -> Any:
+                with _Observation(method, context):
+                    return behavior(request, context)
+
+            wrapped = call
+        return handler._replace(**{kind: wrapped})

@@ -37,14 +37,19 @@ def tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return parse
 
 
-def answer_malformed(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def answer_malformed(
+    handler: grpc.RpcMethodHandler, *, sync: bool = False
+) -> grpc.RpcMethodHandler:
     """`handler`, answering a malformed request INTERNAL; unchanged where there is nothing to
-    parse (streamed requests, no deserializer) or nothing it can wrap (a plain function, which
-    grpc.aio runs differently once wrapped)."""
+    parse (streamed requests, no deserializer). For grpc.aio (the default) plain functions are
+    left alone (grpc.aio runs them in its executor, and would not once wrapped); with `sync`,
+    for grpc's thread-pool server, plain functions are what it wraps."""
     if handler.request_streaming or handler.request_deserializer is None:
         return handler
     kind = "unary_stream" if handler.response_streaming else "unary_unary"
     behavior = getattr(handler, kind)
+    if sync:
+        return _answer_malformed_sync(handler, kind, behavior)
 
     if inspect.isasyncgenfunction(behavior):
 
@@ -65,6 +70,40 @@ def answer_malformed(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         wrapped = call
     else:
         return handler
+    return handler._replace(
+        **{kind: wrapped, "request_deserializer": tolerant(handler.request_deserializer)}
+    )
+
+
+def _answer_malformed_sync(
+    handler: grpc.RpcMethodHandler, kind: str, behavior: Callable[..., Any]
+) -> grpc.RpcMethodHandler:
+    wrapped: Callable[..., Any]
+    if getattr(behavior, "experimental_non_blocking", False):
+
+        def non_blocking(request: Any, context: grpc.ServicerContext, send: Any = None) -> Any:
+            if isinstance(request, Malformed):
+                context.abort(grpc.StatusCode.INTERNAL, request.reason)
+            return behavior(request, context, send)
+
+        non_blocking.experimental_non_blocking = True  # type: ignore[attr-defined]
+        wrapped = non_blocking
+    elif inspect.isgeneratorfunction(behavior):
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, Malformed):
+                context.abort(grpc.StatusCode.INTERNAL, request.reason)
+            yield from behavior(request, context)
+
+        wrapped = stream
+    else:
+
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, Malformed):
+                context.abort(grpc.StatusCode.INTERNAL, request.reason)
+            return behavior(request, context)
+
+        wrapped = call
     return handler._replace(
         **{kind: wrapped, "request_deserializer": tolerant(handler.request_deserializer)}
     )

@@ -1,5 +1,6 @@
-"""Metrics: counted on the request path with plain integers (no locks, no imports: every RPC pays
-for this), and turned into Prometheus metrics only when scraped.
+"""Metrics: counted on the request path with plain integers behind one uncontended lock (no
+imports: every RPC pays for this; the lock keeps the counts whole when grpc's thread pool serves),
+and turned into Prometheus metrics only when scraped.
 
 `RpcMetrics` is what the server interceptor counts. `build_registry()` makes the Prometheus
 registry that the admin port serves: the RPC counts and handling-time histogram, in-flight RPCs
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -64,13 +66,19 @@ class RpcMetrics:
         self.started: dict[Method, int] = {}
         self.handled: dict[tuple[Method, str], int] = {}
         self.timings: dict[Method, _Timing] = {}
+        self._lock = threading.Lock()
 
     def start(self, method: Method) -> None:
-        self.started[method] = self.started.get(method, 0) + 1
+        with self._lock:
+            self.started[method] = self.started.get(method, 0) + 1
 
     def handle(self, method: Method, code: str, seconds: float | None) -> None:
         """Count an RPC that ended with `code`; `seconds` is its handling time (None: a stream,
         whose lifetime is no handling time)."""
+        with self._lock:
+            self._handle_locked(method, code, seconds)
+
+    def _handle_locked(self, method: Method, code: str, seconds: float | None) -> None:
         key = (method, code)
         self.handled[key] = self.handled.get(key, 0) + 1
         if seconds is not None:

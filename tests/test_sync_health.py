@@ -14,6 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from petsage_grpc.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, UNKNOWN, HealthState
+from petsage_grpc.inflight import InFlight
+from petsage_grpc.interceptors import SyncServerInterceptor
+from petsage_grpc.metrics import RpcMetrics
 from petsage_grpc.sync_health import SyncHealthServicer
 from tests.helpers import WAIT, check, open_never_reading_watch, statuses_until, wait_until, watch
 
@@ -165,3 +168,55 @@ def test_a_slow_send_gets_spare_senders_for_the_others():
         finally:
             for sock in stuck:
                 sock.close()
+
+
+@contextlib.contextmanager
+def serve_intercepted(workers: int = 10) -> Iterator[tuple[Running, RpcMetrics, InFlight]]:
+    state = HealthState()
+    state.set("", SERVING)
+    servicer = SyncHealthServicer(state)
+    metrics, in_flight = RpcMetrics(), InFlight()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers),
+        interceptors=[SyncServerInterceptor(metrics, in_flight)],
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield Running(state, servicer, port), metrics, in_flight
+    finally:
+        server.stop(None).wait(WAIT)
+
+
+WATCH = ("grpc.health.v1.Health", "Watch", "server_stream")
+CHECK = ("grpc.health.v1.Health", "Check", "unary")
+
+
+def test_the_metrics_interceptor_keeps_watch_off_the_pool():
+    with (
+        serve_intercepted(workers=10) as (running, _, in_flight),
+        grpc.insecure_channel(running.address) as channel,
+    ):
+        streams = [watch(channel, "") for _ in range(50)]
+        for stream in streams:
+            assert next(stream).status == SERVING
+        assert check(channel, "") == SERVING  # 50 streams, 10 threads: none held
+        assert in_flight.counts()[WATCH] == 50
+        for stream in streams:
+            stream.cancel()
+        wait_until(lambda: in_flight.counts()[WATCH] == 0, what="the streams to end")
+
+
+def test_the_metrics_interceptor_counts_rpcs_with_their_codes():
+    with serve_intercepted() as (running, metrics, _):
+        with grpc.insecure_channel(running.address) as channel:
+            check(channel, "")
+            with pytest.raises(grpc.RpcError):
+                check(channel, "no.such.Service")
+            stream = watch(channel, "")
+            next(stream)
+            running.state.end_watches()
+            list(stream)
+        wait_until(lambda: metrics.handled.get((WATCH, "OK")) == 1, what="the Watch to count")
+    assert (metrics.handled[(CHECK, "OK")], metrics.handled[(CHECK, "NOT_FOUND")]) == (1, 1)
