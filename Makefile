@@ -6,19 +6,24 @@ STAMP := $(VENV)/.installed
 PROTO_OUT ?= petsage_grpc/_gen
 PROTOS := protos/petsage/v1/smoke.proto
 
-.PHONY: install run test test-servers lint proto generate bench fuzz clean
+.PHONY: install run test test-servers lint lock proto generate bench fuzz clean
 
 install: $(STAMP)
 
 # Debian's python3 comes without venv: as root with apt-get, install python3-venv and go on.
-$(STAMP): pyproject.toml
+# Every package comes from the lock, hashes checked (requirements/dev.txt); then the project itself,
+# editable, built by the locked setuptools in the venv (no isolated build of whatever is newest).
+$(STAMP): pyproject.toml requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
 	  else false; fi; } || { rm -rf $(VENV); \
 	  echo "make: cannot create $(VENV): install python3-venv (apt-get install python3-venv)" >&2; \
 	  exit 1; }
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+	  -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+	  --no-build-isolation -e .
 	@touch $(STAMP)
 
 run: install
@@ -48,6 +53,18 @@ lint: install
 	cd protos && ../$(BIN)/buf lint
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python deploy/validate.py
+
+# The lock: uv.lock holds every extra and group for every platform; requirements/*.txt are
+# exported from it with hashes, for pip: image.txt (the [all] extra: what the image installs),
+# build.txt (the build backend), dev.txt (the dev extras and the build backend: what make install
+# and CI install). Only what pyproject.toml changed is resolved again; UPGRADE=1 takes the newest
+# releases of everything. A test fails when pyproject.toml, uv.lock and these files disagree.
+UV_EXPORT := $(BIN)/uv --quiet export --frozen --no-emit-project --format requirements.txt
+lock: install
+	$(BIN)/uv lock --python $(BIN)/python $(if $(UPGRADE),--upgrade)
+	$(UV_EXPORT) --extra all -o requirements/image.txt
+	$(UV_EXPORT) --only-group build -o requirements/build.txt
+	$(UV_EXPORT) --extra dev --group build -o requirements/dev.txt
 
 # Regenerate the stubs from protos/. `generate` does it with the set-up already there
 # (PROTO_OUT=dir writes them elsewhere, GEN_PYTHON=... picks the interpreter: the freshness test).
