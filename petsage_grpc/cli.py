@@ -173,6 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     _setup_logging(config.log_level, config.log_format)
 
+    from petsage_grpc.addresses import AddressFileError
     from petsage_grpc.monitor import CheckSetupError
     from petsage_grpc.server import BindError, Server
     from petsage_grpc.tls import TLSError
@@ -184,7 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return _run_until_stopped(server.serve(early_signals=early_signals))
-    except (BindError, TLSError) as exc:
+    except (BindError, TLSError, AddressFileError) as exc:
         _error(str(exc))
         return EXIT_FAILURE
 

@@ -89,6 +89,14 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         "3 RPC failure, 4 not SERVING (smoke: FAILING), 5 smoke: DEGRADED",
     )
     flag(parser, "addr", default="", metavar="HOST:PORT", help="(required) address to connect to")
+    flag(
+        parser,
+        "addr-file",
+        default="",
+        metavar="FILE",
+        help="instead of -addr: the address that `serve --address-file FILE` wrote (its health-only"
+        " port if it has one and -tls is not given, else its main port)",
+    )
     if command in ("probe", "watch"):
         flag(parser, "service", default="", help='service name to check (default: "")')
     duration = argument_type(parse_go_duration)
@@ -166,7 +174,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 def validate(args: argparse.Namespace) -> None:
     """grpc_health_probe's argument checks, with its messages."""
     problems = [
-        (not args.addr, "-addr not specified"),
+        (not args.addr and not args.addr_file, "-addr not specified"),
+        (bool(args.addr and args.addr_file), "specify -addr or -addr-file, not both"),
         (
             args.connect_timeout <= 0,
             "-connect-timeout must be greater than zero (specified: "
