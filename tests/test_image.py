@@ -97,7 +97,8 @@ class Container:
             image,
             *args,
         )
-        assert started.returncode == 0, started.stderr.strip().splitlines()[-1:]
+        lines = started.stderr.strip().splitlines()
+        assert started.returncode == 0, f"podman run fails: {lines[-1] if lines else '?'}"
 
     def address(self, port: int = 50051) -> str:
         return f"127.0.0.1:{self.ports[port]}"
