@@ -126,19 +126,33 @@ def podman(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str
     return run(["podman", *args], timeout, f"podman {args[0]}")
 
 
-def image_labels(name: str) -> dict[str, str] | None:
-    """The labels of a local image, or None when podman does not have it."""
+def inspect(name: str, template: str) -> str | None:
+    """A field of a local image, or None when podman does not have it."""
     found = subprocess.run(
-        ["podman", "image", "inspect", "--format", "{{json .Labels}}", name],
+        ["podman", "image", "inspect", "--format", template, name],
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
-    if found.returncode != 0:
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def image_labels(name: str) -> dict[str, str] | None:
+    """The labels of a local image, or None when podman does not have it."""
+    found = inspect(name, "{{json .Labels}}")
+    if found is None:
         return None
-    labels: dict[str, str] | None = json.loads(found.stdout or "null")
+    labels: dict[str, str] | None = json.loads(found or "null")
     return labels or {}
+
+
+def remove_replaced(name: str, before: str | None) -> None:
+    """Remove the image `name` named before it was rebuilt, unless it is still in use."""
+    if before is not None and inspect(name, "{{.Id}}") != before:
+        subprocess.run(
+            ["podman", "rmi", before], capture_output=True, timeout=60, stdin=subprocess.DEVNULL
+        )
 
 
 def python_prefix() -> Path:
@@ -155,33 +169,8 @@ def python_prefix() -> Path:
     return prefix
 
 
-def stand_in_recipe() -> dict[str, object]:
-    """Everything the stand-in is made from: its cache key."""
-    prefix = python_prefix()
-    files = [prefix / "bin/python3.11", prefix / "lib/libpython3.11.so.1.0"]
-    return {
-        "suite": "bookworm",
-        "packages": DEBIAN_PACKAGES,
-        "slim": SLIM,
-        "python": [
-            sys.version,
-            str(prefix),
-            *(f"{f.stat().st_size}:{f.stat().st_mtime}" for f in files),
-        ],
-        "python_excludes": PYTHON_EXCLUDES,
-        "stripped": shutil.which("strip") is not None,
-        "config": IMAGE_CONFIG,
-        "script": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-    }
-
-
-def stand_in_key() -> str:
-    recipe = json.dumps(stand_in_recipe(), sort_keys=True).encode()
-    return hashlib.sha256(recipe).hexdigest()[:16]
-
-
-def make_stand_in(tarball: Path) -> None:
-    """mmdebstrap the stand-in's root file system, with CPython and pip in /usr/local."""
+def mmdebstrap_command(tarball: Path) -> list[str]:
+    """The command that makes the stand-in's root file system, CPython and pip in /usr/local."""
     prefix = python_prefix()
     excludes = " ".join(f"--exclude={shlex.quote(pattern)}" for pattern in PYTHON_EXCLUDES)
     parts = "bin/python3.11 lib/libpython3.11.so.1.0 lib/libpython3.so lib/python3.11"
@@ -198,7 +187,7 @@ def make_stand_in(tarball: Path) -> None:
             'find "$1/usr/local" -type f \\( -name "*.so*" -o -name python3.11 \\) '
             "-exec strip --strip-unneeded {} +",
         )
-    command = [
+    return [
         "mmdebstrap",
         "--quiet",
         "--variant=minbase",
@@ -208,7 +197,19 @@ def make_stand_in(tarball: Path) -> None:
         "bookworm",
         str(tarball),
     ]
-    run(command, STAND_IN_TIMEOUT, "mmdebstrap")
+
+
+def stand_in_key() -> str:
+    """A digest of everything the stand-in is made from: the command, the interpreter's files,
+    the image's configuration."""
+    prefix = python_prefix()
+    files = [prefix / "bin/python3.11", prefix / "lib/libpython3.11.so.1.0"]
+    recipe = {
+        "command": mmdebstrap_command(Path("stand-in.tar")),
+        "python": [sys.version, *(f"{f.stat().st_size}:{f.stat().st_mtime}" for f in files)],
+        "config": IMAGE_CONFIG,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def ensure_base() -> str:
@@ -236,10 +237,12 @@ def ensure_base() -> str:
             stale.unlink()
         with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
             made = Path(scratch) / tarball.name
-            make_stand_in(made)
+            run(mmdebstrap_command(made), STAND_IN_TIMEOUT, "mmdebstrap")
             made.rename(tarball)
     changes = [*IMAGE_CONFIG, f"LABEL {STAND_IN_LABEL}={key}"]
+    before = inspect(name, "{{.Id}}")
     podman("import", "--quiet", *(f"--change={c}" for c in changes), str(tarball), name)
+    remove_replaced(name, before)
     return name
 
 
@@ -256,6 +259,7 @@ def build(tag: str | None = None) -> str:
     Returns its tag; raises ImageError."""
     tag = tag or default_tag()
     ensure_base()
+    before = inspect(tag, "{{.Id}}")
     secrets = []
     ca = host_ca_bundle()
     if ca is not None:
@@ -272,6 +276,7 @@ def build(tag: str | None = None) -> str:
         str(ROOT),
         timeout=BUILD_TIMEOUT,
     )
+    remove_replaced(tag, before)
     return tag
 
 
