@@ -174,6 +174,7 @@ def _serve(args: argparse.Namespace) -> int:
             extra={"event": "setting_ignored", "variable": variable},
         )
 
+    from petsage_grpc.addresses import AddressFileError
     from petsage_grpc.monitor import CheckSetupError
     from petsage_grpc.server import BindError, Server
     from petsage_grpc.tls import TLSError
@@ -185,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return _run_until_stopped(server.serve())
-    except (BindError, TLSError) as exc:
+    except (BindError, TLSError, AddressFileError) as exc:
         _error(str(exc))
         return EXIT_FAILURE
 

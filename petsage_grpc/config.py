@@ -95,6 +95,7 @@ class Config:
     admin_host: str = "127.0.0.1"
     log_format: str = "text"
     access_log_health: bool = False
+    address_file: str = ""
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -371,6 +372,14 @@ OPTIONS: tuple[Option, ...] = (
         parse_bool,
         "log every grpc.health.v1 RPC too (other RPCs are always logged)",
         show=_show_bool,
+    ),
+    Option(
+        "address_file",
+        parse_path,
+        "once serving, write the addresses the server listens on to this file (JSON), for"
+        " probe -addr-file; removed on exit",
+        "FILE",
+        show=_show_optional,
     ),
 )
 

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from petsage_grpc import __version__, signals
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
+from petsage_grpc.addresses import AddressFile, AddressFileError, Listener
 from petsage_grpc.config import Config
 from petsage_grpc.health import HealthServicer, HealthState
 from petsage_grpc.history import History
@@ -129,6 +130,7 @@ class Server:
         )
         self._admin: AdminServer | None = None
         self._tls: ServerTLS | None = None
+        self._address_file: AddressFile | None = None
         self._services = tuple(services)
         self.monitor = HealthMonitor(
             self.state,
@@ -148,9 +150,13 @@ class Server:
 
     async def start(self) -> None:
         """Bind the ports, start the checks and serving; liveness is SERVING at once, and
-        readiness once the required checks pass. Raises BindError or TLSError."""
+        readiness once the required checks pass. Raises BindError, TLSError or
+        AddressFileError."""
         config = self.config
         self._started = time.monotonic()
+        address_file = AddressFile(config.address_file) if config.address_file else None
+        if address_file is not None:
+            address_file.check()  # before anything is bound
         tls = None
         if config.tls:
             from petsage_grpc.tls import ServerTLS
@@ -187,7 +193,27 @@ class Server:
         self._servers = servers
         if tls is not None:
             self._tasks.append(asyncio.create_task(tls.watch(config.tls_reload_interval)))
-        self._log_started("plaintext" if tls is None else "mTLS" if tls.mutual else "TLS")
+        security = "plaintext" if tls is None else "mTLS" if tls.mutual else "TLS"
+        if address_file is not None:  # before the log says it serves
+            try:
+                address_file.publish(self.listeners(security))
+            except AddressFileError:
+                self.request_stop(force=True)
+                await self.drain_and_stop()
+                raise
+            self._address_file = address_file
+        self._log_started(security)
+
+    def listeners(self, security: str) -> dict[str, Listener]:
+        """The ports this server listens on, by name (main, health, admin), once started."""
+        config = self.config
+        assert self.port is not None
+        found = {"main": Listener(config.host, self.port, security)}
+        if self.health_port is not None:
+            found["health"] = Listener(self.health_host, self.health_port, "plaintext")
+        if self.admin_port is not None:
+            found["admin"] = Listener(config.admin_host, self.admin_port, "http")
+        return found
 
     def _listener(self, max_watch_streams: int) -> grpc.aio.Server:
         """A grpc server serving grpc.health.v1 from the state, with its own Watch stream budget
@@ -323,6 +349,8 @@ class Server:
         await stopping
         if self._admin is not None:
             await self._admin.stop()
+        if self._address_file is not None:
+            self._address_file.remove()
         forced = self._force_requested.is_set()
         log.info("stopped%s", " (forced)" if forced else "", extra={"event": "stopped"})
         return not forced

@@ -11,9 +11,9 @@ codes are its codes:
 
 `probe` writes its one line to stderr, as grpc_health_probe does; the other commands write their
 results to stdout and errors to stderr (and `smoke -each -wait` its progress). An exec probe runs
-this every few seconds in every pod, so this module imports only grpc, the health messages and
-argparse (the SmokeService stubs only for `smoke`, `petsage_grpc.client` only for `smoke -each`),
-and nothing of the server.
+this every few seconds in every pod, so this module imports only grpc, the health messages,
+argparse and the address file's reader (the SmokeService stubs only for `smoke`,
+`petsage_grpc.client` only for `smoke -each`), and nothing of the server.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from petsage_grpc import addresses
 from petsage_grpc.commands.grpc_health_probe import (
     EXIT_ARGS,
     EXIT_CONNECT,
@@ -63,6 +64,26 @@ def _read(path: str, what: str) -> bytes:
             f"failed to initialize tls credentials. error=cannot read {what} {path}: "
             f"{exc.strerror}",
         ) from None
+
+
+def address_from_file(args: argparse.Namespace, command: str) -> str:
+    """For -addr-file: where to connect to the server that wrote it. Health commands without
+    -tls take its plaintext health-only port when it has one; otherwise its main port."""
+    try:
+        listeners = addresses.read(args.addr_file)
+    except addresses.AddressFileError as exc:
+        raise Exit(EXIT_CONNECT, f"error: {exc}") from None
+    name = "health" if "health" in listeners and not args.tls and command != "smoke" else "main"
+    listener = listeners[name]
+    speaks_tls = listener.security != addresses.PLAINTEXT
+    if speaks_tls != bool(args.tls):
+        advice = "add -tls" if speaks_tls else "leave out -tls"
+        raise Exit(
+            EXIT_ARGS,
+            f"error: {args.addr_file}: the server's {name} port speaks {listener.security}: "
+            f"{advice}",
+        )
+    return addresses.connect_address(listener)
 
 
 def open_channel(args: argparse.Namespace) -> grpc.Channel:
@@ -544,6 +565,8 @@ def main(command: str, argv: Sequence[str]) -> int:
     try:
         args = build_parser(command).parse_args(argv)
         validate(args)
+        if args.addr_file:
+            args.addr = address_from_file(args, command)
         if args.v:
             _verbose(args, "parsed options:")
             _verbose(

@@ -108,6 +108,14 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         ),
     )
     flag(parser, "addr", default="", metavar="HOST:PORT", help="(required) address to connect to")
+    flag(
+        parser,
+        "addr-file",
+        default="",
+        metavar="FILE",
+        help="instead of -addr: the address that `serve --address-file FILE` wrote (its health-only"
+        " port if it has one and -tls is not given, else its main port)",
+    )
     if command in ("probe", "watch"):
         flag(parser, "service", default="", help='service name to check (default: "")')
     duration = argument_type(parse_go_duration)
@@ -229,7 +237,8 @@ EACH_DEFAULTS = {"expect_version": None, "min_endpoints": 1, "wait": 0.0, "concu
 def validate(args: argparse.Namespace) -> None:
     """grpc_health_probe's argument checks, with its messages."""
     problems = [
-        (not args.addr, "-addr not specified"),
+        (not args.addr and not args.addr_file, "-addr not specified"),
+        (bool(args.addr and args.addr_file), "specify -addr or -addr-file, not both"),
         (
             args.connect_timeout <= 0,
             "-connect-timeout must be greater than zero (specified: "
