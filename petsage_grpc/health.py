@@ -283,6 +283,20 @@ _RESPONSES = {
 }
 
 
+def list_answer(state: HealthState) -> tuple[health_pb2.HealthListResponse | None, str]:
+    """List's answer, or (None, why) past LIST_LIMIT services (RESOURCE_EXHAUSTED, gRFC A90)."""
+    statuses = state.statuses()
+    if len(statuses) > LIST_LIMIT:
+        return (
+            None,
+            f"{len(statuses)} services are registered, more than List returns ({LIST_LIMIT})",
+        )
+    answer = health_pb2.HealthListResponse(
+        statuses={service: _RESPONSES[status] for service, status in statuses.items()}
+    )
+    return answer, ""
+
+
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """Check, Watch and List, read from a HealthState, with the semantics of the spec."""
 
@@ -345,13 +359,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthListResponse:
-        statuses = self._state.statuses()
-        if len(statuses) > LIST_LIMIT:
-            await abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{len(statuses)} services are registered, more than List returns ({LIST_LIMIT})",
-            )
-        return health_pb2.HealthListResponse(
-            statuses={service: _RESPONSES[status] for service, status in statuses.items()}
-        )
+        answer, refusal = list_answer(self._state)
+        if answer is None:
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        return answer

@@ -169,8 +169,8 @@ class _Observation:
             )
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Tracks, counts, times and logs every RPC, and answers malformed requests INTERNAL."""
+class _Interceptor:
+    """What both interceptors share: where they record, and the wrapped handlers they keep."""
 
     def __init__(
         self, metrics: RpcMetrics, in_flight: InFlight, *, access_log_health: bool = False
@@ -182,24 +182,37 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # The handler each listener resolved, and its wrapped form (the handler is kept, so its
         # id is never reused while the entry lives).
         self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._lock = threading.Lock()
+
+    def _intercepted(self, path: str, handler: grpc.RpcMethodHandler | None) -> Any:
+        """`handler` wrapped (made once, then kept); None counted as an unknown method."""
+        if handler is None:  # grpc answers UNIMPLEMENTED; counted under one name (unbounded)
+            self.metrics.start(UNKNOWN_METHOD)
+            self.metrics.handle(UNKNOWN_METHOD, "UNIMPLEMENTED", None)
+            return None
+        known = self._wrapped.get(id(handler))
+        if known is not None:
+            return known[1]
+        wrapped = self._wrap(path, handler)
+        with self._lock:
+            if len(self._wrapped) < MAX_CACHED_HANDLERS:  # a generic handler may make one a call
+                self._wrapped[id(handler)] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class ServerInterceptor(_Interceptor, grpc.aio.ServerInterceptor):
+    """Tracks, counts, times and logs every RPC, and answers malformed requests INTERNAL."""
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # grpc answers UNIMPLEMENTED; counted under one name (unbounded)
-            self.metrics.start(UNKNOWN_METHOD)
-            self.metrics.handle(UNKNOWN_METHOD, "UNIMPLEMENTED", None)
-            return handler
-        known = self._wrapped.get(id(handler))
-        if known is not None:
-            return known[1]
-        wrapped = self._wrap(handler_call_details.method, handler)
-        if len(self._wrapped) < MAX_CACHED_HANDLERS:  # a generic handler may make one per call
-            self._wrapped[id(handler)] = (handler, wrapped)
-        return wrapped
+        path = handler_call_details.method
+        return self._intercepted(path, await continuation(handler_call_details))
 
     def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         kind, grpc_type = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
@@ -227,39 +240,18 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handler  # a plain function, which grpc.aio would run differently once wrapped
 
 
-class SyncServerInterceptor(grpc.ServerInterceptor):
+class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
     """The same as ServerInterceptor, for grpc's thread-pool server (`grpc.server`). A Watch on
     grpc's non-blocking path stays on it (the wrapper keeps `experimental_non_blocking`, or
     grpcio would give every open stream a pool thread), and is counted when it ends."""
-
-    def __init__(
-        self, metrics: RpcMetrics, in_flight: InFlight, *, access_log_health: bool = False
-    ) -> None:
-        self.metrics = metrics
-        self.in_flight = in_flight
-        self.access_log_health = access_log_health
-        self.rejections = _Rejections()
-        self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-        self._lock = threading.Lock()
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            self.metrics.start(UNKNOWN_METHOD)
-            self.metrics.handle(UNKNOWN_METHOD, "UNIMPLEMENTED", None)
-            return None
-        known = self._wrapped.get(id(handler))
-        if known is not None:
-            return known[1]
-        wrapped = self._wrap(handler_call_details.method, handler)
-        with self._lock:
-            if len(self._wrapped) < MAX_CACHED_HANDLERS:
-                self._wrapped[id(handler)] = (handler, wrapped)
-        return wrapped
+        path = handler_call_details.method
+        return self._intercepted(path, continuation(handler_call_details))
 
     def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         kind, grpc_type = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]

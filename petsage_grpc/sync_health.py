@@ -32,7 +32,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from petsage_grpc.health import LIST_LIMIT, HealthState, ServingStatus, WatchRefused
+from petsage_grpc.health import HealthState, ServingStatus, WatchRefused, list_answer
 
 log = logging.getLogger(__name__)
 
@@ -241,15 +241,10 @@ class SyncHealthServicer(health_pb2_grpc.HealthServicer):
     def List(
         self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
     ) -> health_pb2.HealthListResponse:
-        statuses = self._state.statuses()
-        if len(statuses) > LIST_LIMIT:
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{len(statuses)} services are registered, more than List returns ({LIST_LIMIT})",
-            )
-        return health_pb2.HealthListResponse(
-            statuses={service: _RESPONSES[status] for service, status in statuses.items()}
-        )
+        answer, refusal = list_answer(self._state)
+        if answer is None:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        return answer
 
     def Watch(
         self,

@@ -271,42 +271,43 @@ def test_upstream_without_watch_is_polled():
         upstream.stop(None)
 
 
-def test_upstream_on_mtls_is_followed(tmp_path: Path):
+@contextlib.contextmanager
+def mtls_upstream(tmp_path: Path, client_certificate: bool) -> Iterator[CheckSpec]:
+    """An upstream PetSage that wants client certificates, and a grpc check of it (with or
+    without one)."""
     certs = make_certs(tmp_path)
     tls = make_config(
         tls_cert=str(certs.server.cert), tls_key=str(certs.server.key), tls_client_ca=str(certs.ca)
     )
+    client = {"tls_cert": str(certs.client.cert), "tls_key": str(certs.client.key)}
     with ThreadedServer(tls) as upstream:
-        spec = grpc_check(
+        yield grpc_check(
             f"localhost:{upstream.server.port}",
             tls=True,
             tls_ca=str(certs.ca),
-            tls_cert=str(certs.client.cert),
-            tls_key=str(certs.client.key),
             tls_server_name=SERVER_NAME,
+            **(client if client_certificate else {}),
         )
-        with checking(checks=(spec,)) as (_, channel):
-            wait_until(lambda: check(channel, "readiness") == SERVING, what="readiness")
+
+
+def test_upstream_on_mtls_is_followed(tmp_path: Path):
+    with (
+        mtls_upstream(tmp_path, client_certificate=True) as spec,
+        checking(checks=(spec,)) as (_, channel),
+    ):
+        wait_until(lambda: check(channel, "readiness") == SERVING, what="readiness")
 
 
 def test_upstream_on_mtls_refuses_a_check_without_a_client_certificate(tmp_path: Path):
-    certs = make_certs(tmp_path)
-    tls = make_config(
-        tls_cert=str(certs.server.cert), tls_key=str(certs.server.key), tls_client_ca=str(certs.ca)
-    )
-    with ThreadedServer(tls) as upstream:
-        spec = grpc_check(
-            f"localhost:{upstream.server.port}",
-            tls=True,
-            tls_ca=str(certs.ca),
-            tls_server_name=SERVER_NAME,
+    with (
+        mtls_upstream(tmp_path, client_certificate=False) as spec,
+        checking(checks=(spec,)) as (_, channel),
+    ):
+        wait_until(
+            lambda: by_name(smoke(channel))["upstream"].last_error != "no result yet",
+            what="a result",
         )
-        with checking(checks=(spec,)) as (_, channel):
-            wait_until(
-                lambda: by_name(smoke(channel))["upstream"].last_error != "no result yet",
-                what="a result",
-            )
-            assert check(channel, "readiness") == NOT_SERVING
+        assert check(channel, "readiness") == NOT_SERVING
 
 
 # --- per-service health -----------------------------------------------------------------------
