@@ -34,7 +34,8 @@ test: lint test-servers image
 
 # The tests run real servers and a real browser: Debian's postgresql (initdb and pg_ctl, under
 # /usr/lib/postgresql) and redis-server for the postgres and redis checks, chromium and
-# chromium-driver for the status page. Installed here when missing (as root, with apt-get), so
+# chromium-driver for the status page, nodejs and npm for the grpc-js client, util-linux's
+# unshare for a hosts file of a test's own. Installed here when missing (as root, with apt-get), so
 # that no test skips for want of them.
 test-servers:
 	@missing=""; \
@@ -43,6 +44,8 @@ test-servers:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	test -x /usr/bin/chromedriver || missing="$$missing chromium-driver"; \
+	{ command -v node && command -v npm; } >/dev/null || missing="$$missing nodejs npm"; \
+	command -v unshare >/dev/null || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

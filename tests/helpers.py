@@ -313,11 +313,11 @@ def process_footprint(pid: int) -> tuple[int, int]:
     return fds, rss
 
 
-def with_hosts(hosts: dict[str, Sequence[str]], directory: Path) -> list[str] | None:
+def with_hosts(hosts: dict[str, Sequence[str]], directory: Path) -> list[str]:
     """A command prefix under which names resolve as `hosts` says and in no other way, through
     the system's own resolver: a hosts file of its own and `hosts: files` in nsswitch.conf,
     bind-mounted in a user and mount namespace (the network stays the same, so loopback servers
-    are reached as ever). None where this system cannot make such a namespace."""
+    are reached as ever). Fails, saying why, where this system cannot make such a namespace."""
     hosts_file = directory / "hosts"
     hosts_file.write_text("".join(f"{a} {name}\n" for name, addrs in hosts.items() for a in addrs))
     nsswitch = directory / "nsswitch.conf"
@@ -328,10 +328,7 @@ def with_hosts(hosts: dict[str, Sequence[str]], directory: Path) -> list[str] | 
     )
     prefix = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
     prefix += [str(hosts_file), str(nsswitch)]
-    if shutil.which("unshare") is None or not Path("/etc/nsswitch.conf").exists():
-        return None
-    try:
-        tried = subprocess.run([*prefix, "true"], capture_output=True, timeout=WAIT, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return prefix if tried.returncode == 0 else None
+    assert shutil.which("unshare"), "unshare is missing: apt-get install util-linux"
+    tried = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=WAIT)
+    assert tried.returncode == 0, f"no user and mount namespace here: {tried.stderr.strip()}"
+    return prefix

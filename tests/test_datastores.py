@@ -178,8 +178,7 @@ def test_postgres_full_of_connections_keeps_our_kept_one_passing(postgres, app_p
                 except asyncpg.TooManyConnectionsError:
                     break
             filled.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
+            await asyncio.to_thread(stop.wait, WAIT * 3)  # held until the test is done
             for connection in held:
                 await connection.close()
 

@@ -18,9 +18,7 @@ from tests.helpers import ThreadedServer
 JS = Path(__file__).parent / "js"
 NODE, NPM = shutil.which("node"), shutil.which("npm")
 
-pytestmark = pytest.mark.skipif(
-    not (NODE and NPM), reason="node and npm are not installed on this machine"
-)
+assert NODE and NPM, "node and npm are missing: make test installs Debian's nodejs and npm"
 
 
 @pytest.fixture(scope="module")
