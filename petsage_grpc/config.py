@@ -403,28 +403,24 @@ def _read_file(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     by_field = {o.field: o for o in OPTIONS if not o.repeat}
+    lists = {o.field: o for o in OPTIONS if o.repeat and o.field != "checks"}
     values: dict[str, Any] = {}
     for key, value in document.items():
         if key == "check":
             values["checks"] = _file_checks(path, value)
-        elif key == "services":
-            values["services"] = _file_services(path, value)
+        elif key in lists:  # a repeatable setting: a list of what its flag takes once
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: {key}: must be a list of strings")
+            values[key] = tuple(_parse(lists[key], item, f"{path}: {key}") for item in value)
         elif key in by_field:
             if isinstance(value, dict | list):
                 raise ConfigError(f"{path}: {key}: must be a single value")
             text = str(value).lower() if isinstance(value, bool) else str(value)
             values[key] = _parse(by_field[key], text, f"{path}: {key}")
         else:
-            known = ", ".join(["check", "services", *by_field])
+            known = ", ".join(["check", *lists, *by_field])
             raise ConfigError(f"{path}: {key}: unknown key (known: {known})")
     return values
-
-
-def _file_services(path: str, value: object) -> tuple[str, ...]:
-    option = next(o for o in OPTIONS if o.field == "services")
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{path}: services: must be a list of service names")
-    return tuple(_parse(option, name, f"{path}: services") for name in value)
 
 
 def _file_checks(path: str, tables: object) -> list[CheckSpec]:

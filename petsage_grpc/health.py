@@ -283,6 +283,13 @@ _RESPONSES = {
 }
 
 
+def name_refusal(service: str, max_bytes: int) -> str:
+    """Why Check and Watch refuse `service` (INVALID_ARGUMENT, as grpc C++ does); empty if not."""
+    if len(service) > max_bytes // 4 and len(service.encode()) > max_bytes:
+        return f"service name longer than {max_bytes} bytes"
+    return ""
+
+
 def list_answer(state: HealthState) -> tuple[health_pb2.HealthListResponse | None, str]:
     """List's answer, or (None, why) past LIST_LIMIT services (RESOURCE_EXHAUSTED, gRFC A90)."""
     statuses = state.statuses()
@@ -315,12 +322,8 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self._streams = 0
 
     async def _check_name(self, service: str, context: grpc.aio.ServicerContext) -> None:
-        if len(service) > self._max_name // 4 and len(service.encode()) > self._max_name:
-            await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"service name longer than {self._max_name} bytes",
-            )
+        if refusal := name_refusal(service, self._max_name):
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, refusal)
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext

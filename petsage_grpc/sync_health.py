@@ -32,7 +32,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from petsage_grpc.health import HealthState, ServingStatus, WatchRefused, list_answer
+from petsage_grpc.health import (
+    HealthState,
+    ServingStatus,
+    WatchRefused,
+    list_answer,
+    name_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -222,19 +228,13 @@ class SyncHealthServicer(health_pb2_grpc.HealthServicer):
         # grpcio calls Watch with a send callback and frees its pool thread when it returns.
         self.Watch.__func__.experimental_non_blocking = True  # type: ignore[attr-defined]
 
-    def _too_long(self, service: str) -> bool:
-        return len(service) > self._max_name // 4 and len(service.encode()) > self._max_name
-
     def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
         status = self._state.get(request.service)
         if status is None:
-            if self._too_long(request.service):
-                context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"service name longer than {self._max_name} bytes",
-                )
+            if refusal := name_refusal(request.service, self._max_name):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
             context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return _RESPONSES[status]
 
@@ -255,10 +255,8 @@ class SyncHealthServicer(health_pb2_grpc.HealthServicer):
         if send_response_callback is None:  # an interceptor dropped the non-blocking path
             raise RuntimeError("Watch needs grpc's non-blocking stream path")
         service = request.service
-        if self._too_long(service):
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"service name longer than {self._max_name} bytes"
-            )
+        if refusal := name_refusal(service, self._max_name):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
         with self._count_lock:
             if self._max_streams is not None and self._streams >= self._max_streams:
                 streams = self._streams
