@@ -201,10 +201,6 @@ class _Senders:
             for stream in stuck:  # outside the lock: cancelling frees the blocked send
                 self._on_stuck(stream)
 
-    @property
-    def threads(self) -> int:
-        return self._threads
-
 
 class SyncHealthServicer(health_pb2_grpc.HealthServicer):
     """Check, Watch and List for grpc's thread-pool server, read from a HealthState."""
@@ -300,8 +296,3 @@ class SyncHealthServicer(health_pb2_grpc.HealthServicer):
                 extra={"event": "watch_stream_cut"},
             )
         stream.context.cancel()
-
-    @property
-    def sender_threads(self) -> int:
-        """Sender threads started (spares included)."""
-        return self._senders.threads
