@@ -102,7 +102,6 @@ class Server:
 def servers() -> dict[str, list[str]]:
     found = {
         "PetSage": [sys.executable, str(HERE / "servers" / "petsage.py")],
-        "PetSage sync core": [sys.executable, str(HERE / "servers" / "petsage_sync.py")],
         "sync reference": [sys.executable, str(HERE / "servers" / "reference_sync.py")],
         "aio reference": [sys.executable, str(HERE / "servers" / "reference_aio.py")],
     }

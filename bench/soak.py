@@ -283,8 +283,6 @@ def _soak(
     )
     watchers = Watchers(f"127.0.0.1:{health_port}")
     watchers.start()
-    time.sleep(1.0)
-    baseline = footprint(server.proc.pid, admin_port)
 
     checks, smokes, scrapes, probes = Tally(), Tally(), Tally(), Tally()
     stop = threading.Event()
@@ -330,6 +328,8 @@ def _soak(
                                                                 smoke_load, admin_load)]  # fmt: skip
     for each in loads:
         each.start()
+    time.sleep(2.0)
+    baseline = footprint(server.proc.pid, admin_port)  # the steady mix, before any fault
 
     changes: list[tuple[float, int]] = []  # (when injected, readiness expected)
     lags: list[float] = []
@@ -423,7 +423,7 @@ def _soak(
     for each in loads:
         each.join(30)
     database.__exit__()
-    time.sleep(2.0)  # let the server drop what the faults and the load held
+    time.sleep(6.0)  # let the server drop what the faults and the load held (spare senders: 5 s)
     final = footprint(server.proc.pid, admin_port)  # the watchers still open, as at the baseline
     missing = watchers.missed(changes, settle=INTERVAL + 1.5)
     watchers.stop()

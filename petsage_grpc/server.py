@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from concurrent import futures
 from typing import TYPE_CHECKING
 
 import grpc
@@ -30,14 +31,15 @@ from petsage_grpc import __version__, signals
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
 from petsage_grpc.addresses import AddressFile, AddressFileError, Listener
 from petsage_grpc.config import Config
-from petsage_grpc.health import HealthServicer, HealthState
+from petsage_grpc.health import HealthState
 from petsage_grpc.history import History
 from petsage_grpc.inflight import InFlight, Method
-from petsage_grpc.interceptors import ServerInterceptor
+from petsage_grpc.interceptors import SyncServerInterceptor
 from petsage_grpc.metrics import RpcMetrics
 from petsage_grpc.monitor import HealthMonitor
 from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
 from petsage_grpc.smoke import SmokeServicer, instance_name
+from petsage_grpc.sync_health import SyncHealthServicer
 from petsage_grpc.values import format_address, format_seconds
 
 if TYPE_CHECKING:  # imported where used: a server without them starts faster
@@ -85,6 +87,10 @@ def _ms(seconds: float) -> int:
     return min(int(seconds * 1000), 2**31 - 1)
 
 
+WORKERS = 16
+"""Threads of each listener's pool: for unary RPCs (Check, SmokeTest, List, reflection); an
+open Watch stream holds none."""
+
 WATCH: Method = ("grpc.health.v1.Health", "Watch", "server_stream")
 WATCH_FLUSH = 0.5
 """Seconds ended Watch streams get to send their last status before a stop cuts them."""
@@ -125,7 +131,7 @@ class Server:
         self.admin_port: int | None = None
         self.metrics = RpcMetrics()
         self.in_flight = InFlight()
-        self._interceptor = ServerInterceptor(
+        self._interceptor = SyncServerInterceptor(
             self.metrics, self.in_flight, access_log_health=config.access_log_health
         )
         self._admin: AdminServer | None = None
@@ -138,7 +144,7 @@ class Server:
             (*self.service_names, *config.services),
             fresh_run_reuse=config.fresh_run_reuse,
         )
-        self._servers: list[grpc.aio.Server] = []
+        self._servers: list[_Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
         self._force_requested = asyncio.Event()
@@ -169,13 +175,19 @@ class Server:
             )
         main = self._listener(config.max_watch_streams)
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
-            SmokeServicer(self.monitor, started=self._started, version=self.version, tls=tls),
-            main,
+            SmokeServicer(
+                self.monitor,
+                started=self._started,
+                version=self.version,
+                tls=tls,
+                loop=asyncio.get_running_loop(),
+            ),
+            main.server,
         )
         main.add_generic_rpc_handlers(self._services)
         if config.reflection:
             reflection.enable_server_reflection(
-                (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), main
+                (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), main.server
             )
         self.port = _bind(main, config.host, config.port, tls)
         servers = [main]
@@ -215,19 +227,20 @@ class Server:
             found["admin"] = Listener(config.admin_host, self.admin_port, "http")
         return found
 
-    def _listener(self, max_watch_streams: int) -> grpc.aio.Server:
+    def _listener(self, max_watch_streams: int) -> _Listener:
         """A grpc server serving grpc.health.v1 from the state, with its own Watch stream budget
         (so that one listener cannot use up another's), and the interceptor."""
-        server = grpc.aio.server(
-            options=grpc_options(self.config), interceptors=[self._interceptor]
+        pool = futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="petsage-rpc")
+        server = grpc.server(
+            pool, options=grpc_options(self.config), interceptors=[self._interceptor]
         )
-        health = HealthServicer(
+        health = SyncHealthServicer(
             self.state,
             max_service_name_bytes=self.config.max_service_name_bytes,
             max_watch_streams=max_watch_streams,
         )
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        return server
+        return _Listener(server, pool)
 
     def _log_started(self, security: str) -> None:
         config = self.config
@@ -390,7 +403,34 @@ class Server:
         log.info("received %s: ignored", name, extra={"event": "signal", "signal": name})
 
 
-def _bind(server: grpc.aio.Server, host: str, port: int, tls: ServerTLS | None) -> int:
+class _Listener:
+    """One of grpc's thread-pool servers, with the asyncio face the lifecycle uses: `stop()`
+    waits for grpc's stop on a thread, never on the event loop."""
+
+    def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor) -> None:
+        self.server = server
+        self._pool = pool
+
+    def add_insecure_port(self, address: str) -> int:
+        return int(self.server.add_insecure_port(address))
+
+    def add_secure_port(self, address: str, credentials: grpc.ServerCredentials) -> int:
+        return int(self.server.add_secure_port(address, credentials))
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.server.add_generic_rpc_handlers(tuple(handlers))
+
+    async def start(self) -> None:
+        self.server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuse new RPCs; cancel those still running after `grace` seconds (None: now)."""
+        stopped = self.server.stop(grace)
+        await asyncio.to_thread(stopped.wait)
+        self._pool.shutdown(wait=False)
+
+
+def _bind(server: _Listener, host: str, port: int, tls: ServerTLS | None) -> int:
     address = format_address(host, port)
     try:
         if tls is None:

@@ -3,9 +3,12 @@ deployment pipeline asks for them after a rollout."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import time
+from concurrent import futures
 from typing import TYPE_CHECKING
 
 import grpc
@@ -94,10 +97,13 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
         version: str = __version__,
         instance: str | None = None,
         tls: ServerTLS | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         """`started` is when serving began, on the monotonic clock (default: now); `version` and
         `instance` are what SmokeTest reports (default: the package's and `instance_name()`);
-        `tls`, the served certificate, whose coming expiry degrades the verdict."""
+        `tls`, the served certificate, whose coming expiry degrades the verdict; `loop`, the
+        event loop the checks run on (a fresh run is handed to it, bounded by the deadline)."""
+        self._loop = loop
         self._monitor = monitor
         self._started = time.monotonic() if started is None else started
         self._start_time = time.time() - (time.monotonic() - self._started)
@@ -105,13 +111,23 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
         self._instance = instance_name() if instance is None else instance
         self._tls = tls
 
-    async def SmokeTest(
-        self, request: smoke_pb2.SmokeTestRequest, context: grpc.aio.ServicerContext
+    def SmokeTest(
+        self, request: smoke_pb2.SmokeTestRequest, context: grpc.ServicerContext
     ) -> smoke_pb2.SmokeTestResponse:
-        if request.run_checks:
+        """On one of grpc's pool threads: a fresh run of the checks happens on their loop."""
+        if request.run_checks and self._loop is not None:
             remaining = context.time_remaining()
             budget = FRESH_RUN_LIMIT if remaining is None else remaining - DEADLINE_MARGIN
-            await self._monitor.run_checks(timeout=budget)
+            if budget > 0:
+                running = asyncio.run_coroutine_threadsafe(
+                    self._monitor.run_checks(timeout=budget), self._loop
+                )
+                with contextlib.suppress(futures.TimeoutError, RuntimeError):
+                    running.result(budget + DEADLINE_MARGIN / 2)
+        return self.answer()
+
+    def answer(self) -> smoke_pb2.SmokeTestResponse:
+        """SmokeTest's answer from the results as they stand."""
         status, message = verdict(self._monitor, self._tls)
         now = time.monotonic()
         response = smoke_pb2.SmokeTestResponse(

@@ -48,6 +48,8 @@ MAX_SENDERS = 16
 """Sender threads at the most, spares included."""
 SPARE_AFTER = 0.5
 """Seconds a send may take, while other watchers wait, before a spare sender starts."""
+SPARE_IDLE = 5.0
+"""Seconds a spare sender waits for work before it ends."""
 STUCK_AFTER = 30.0
 """Seconds a send may take before its stream is cancelled (the client re-Watches)."""
 
@@ -151,8 +153,11 @@ class _Senders:
             with self._lock:
                 while not self._queue:
                     self._idle += 1
-                    self._ready.wait()
+                    woken = self._ready.wait(SPARE_IDLE)
                     self._idle -= 1
+                    if not woken and not self._queue and self._threads > SENDERS:
+                        self._threads -= 1  # a spare no longer needed
+                        return
                 stream = self._queue.popleft()
                 stream.sending_since = time.monotonic()
                 self._sending.add(stream)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
@@ -21,10 +22,13 @@ from petsage_grpc.server import Server
 log = logging.getLogger("slow")
 
 
-async def sleep(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+def sleep(request: bytes, context: grpc.ServicerContext) -> bytes:
     seconds = float(request.decode())
     log.info("sleep started")
-    await asyncio.sleep(seconds)  # the work of the RPC under test, not a wait of the test
+    # The work of the RPC under test, not a wait of the test; it ends early once cancelled.
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and context.is_active():
+        time.sleep(0.01)
     return b"slept"
 
 
