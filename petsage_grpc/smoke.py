@@ -94,15 +94,16 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
         monitor: HealthMonitor,
         started: float | None = None,
         *,
+        loop: asyncio.AbstractEventLoop,
         version: str = __version__,
         instance: str | None = None,
         tls: ServerTLS | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         """`started` is when serving began, on the monotonic clock (default: now); `version` and
         `instance` are what SmokeTest reports (default: the package's and `instance_name()`);
         `tls`, the served certificate, whose coming expiry degrades the verdict; `loop`, the
-        event loop the checks run on (a fresh run is handed to it, bounded by the deadline)."""
+        event loop the monitor's checks run on (a fresh run is handed to it, bounded by the
+        call's deadline)."""
         self._loop = loop
         self._monitor = monitor
         self._started = time.monotonic() if started is None else started
@@ -115,7 +116,7 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
         self, request: smoke_pb2.SmokeTestRequest, context: grpc.ServicerContext
     ) -> smoke_pb2.SmokeTestResponse:
         """On one of grpc's pool threads: a fresh run of the checks happens on their loop."""
-        if request.run_checks and self._loop is not None:
+        if request.run_checks:
             remaining = context.time_remaining()
             budget = FRESH_RUN_LIMIT if remaining is None else remaining - DEADLINE_MARGIN
             if budget > 0:
