@@ -143,10 +143,16 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: install
 	PETSAGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz.py
 
-# Benchmarks: never part of make test. h2load comes from Debian's nghttp2-client; a grpc-go
-# yardstick joins where Debian's golang-go and golang-google-grpc-dev are installed.
+# Benchmarks: never part of make test. h2load comes from Debian's nghttp2-client; the Watch load
+# and a grpc-go yardstick are built from bench/go with Debian's Go and grpc-go sources.
+BENCH_DEBS = nghttp2-client golang-go golang-google-grpc-dev golang-golang-x-sys-dev
 bench: install
-	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
+	@missing=""; for deb in $(BENCH_DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$deb 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$deb"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 	@mkdir -p bench/results
 	{ $(BIN)/python bench/run.py && echo && $(BIN)/python bench/rollout.py 3 1; } \
 	  | tee bench/results/latest.md

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the grpc-go health benchmark server (main.go next to this script).
+# Build the grpc-go health benchmark server (main.go next to this script), or,
+# given PACKAGE, another command of this directory (watchers: the Watch load).
 #
-#   bench/go/build.sh OUTPUT_PATH
+#   bench/go/build.sh OUTPUT_PATH [PACKAGE]
 #
 # Builds in GOPATH mode against Debian's packaged Go sources
 # (golang-go + golang-google-grpc-dev, under /usr/share/gocode); never
@@ -12,14 +13,15 @@
 # anything else: the build itself failed.
 set -euo pipefail
 
-if [[ $# -ne 1 || -z "$1" ]]; then
-    echo "usage: $0 OUTPUT_PATH" >&2
+if [[ $# -lt 1 || $# -gt 2 || -z "$1" ]]; then
+    echo "usage: $0 OUTPUT_PATH [PACKAGE]" >&2
     exit 2
 fi
 
 # Resolve the output path against the caller's cwd before we cd away.
 out=$1
 [[ $out == /* ]] || out=$PWD/$out
+package=./${2:-.}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 gopath=/usr/share/gocode
@@ -42,11 +44,11 @@ export GOCACHE=${GOCACHE:-${TMPDIR:-/tmp}/petsage-bench-gocache}
 cd "$here"
 
 # Any transitive import missing from the Debian sources => skip, not fail.
-missing=$(go list -e -deps -f '{{if .Error}}{{.Error}}{{end}}' . 2>&1 |
+missing=$(go list -e -deps -f '{{if .Error}}{{.Error}}{{end}}' "$package" 2>&1 |
           grep -m1 'cannot find package' || true)
 if [[ -n $missing ]]; then
     echo "skip: incomplete Go sources under $gopath: ${missing%%in any of:*}" >&2
     exit 3
 fi
 
-go build -o "$out" .
+go build -o "$out" "$package"
