@@ -76,6 +76,7 @@ class Config:
     history_size: int = 200
     fresh_run_reuse: float = 1.0
     max_watch_streams: int = 20_000
+    watch_send_timeout: float = 30.0
     max_unknown_services: int = 100
     max_service_name_bytes: int = 200
     tls_cert: str = ""
@@ -104,6 +105,8 @@ class Config:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
         if self.tls_reload_interval <= 0:
             raise ConfigError("--tls-reload-interval must be more than zero")
+        if self.watch_send_timeout <= 0:
+            raise ConfigError("--watch-send-timeout must be more than zero")
 
     @property
     def tls(self) -> bool:
@@ -261,6 +264,13 @@ OPTIONS: tuple[Option, ...] = (
         parse_count,
         "Watch streams open at once; more are refused with RESOURCE_EXHAUSTED",
         "N",
+    ),
+    Option(
+        "watch_send_timeout",
+        parse_duration,
+        "a Watch stream whose client takes no message for this long is cancelled (it re-Watches)",
+        "DURATION",
+        show=format_seconds,
     ),
     Option(
         "max_unknown_services",

@@ -16,7 +16,7 @@ import asyncio
 import bisect
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from petsage_grpc import __version__
@@ -100,9 +100,11 @@ class _Collector:
         state: HealthState,
         monitor: HealthMonitor,
         tls: ServerTLS | None = None,
+        watch_streams_cut: Callable[[], int] = lambda: 0,
     ) -> None:
         self._rpcs, self._in_flight, self._state, self._monitor = rpcs, in_flight, state, monitor
         self._tls = tls
+        self._watch_streams_cut = watch_streams_cut
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -156,8 +158,14 @@ class _Collector:
         )
         yield GaugeMetricFamily(
             "petsage_event_loop_tasks",
-            "asyncio tasks alive on the server's event loop (each Watch stream is one).",
+            "asyncio tasks alive on the server's event loop (checks, admin connections, TLS"
+            " reload).",
             value=_tasks(),
+        )
+        yield CounterMetricFamily(
+            "petsage_watch_streams_cut",
+            "Watch streams cancelled because their client took no message for the send timeout.",
+            value=self._watch_streams_cut(),
         )
 
         serving = GaugeMetricFamily(
@@ -220,13 +228,16 @@ def build_registry(
     state: HealthState,
     monitor: HealthMonitor,
     tls: ServerTLS | None = None,
+    *,
+    watch_streams_cut: Callable[[], int] = lambda: 0,
 ) -> CollectorRegistry:
     """A Prometheus registry of this server's metrics and the process's (and, with `tls`, the
-    served certificate's expiry)."""
+    served certificate's expiry; `watch_streams_cut`, how many Watch streams the servicers
+    cancelled because their client took nothing)."""
     from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(rpcs, in_flight, state, monitor, tls))
+    registry.register(_Collector(rpcs, in_flight, state, monitor, tls, watch_streams_cut))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

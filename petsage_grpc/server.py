@@ -145,6 +145,7 @@ class Server:
             fresh_run_reuse=config.fresh_run_reuse,
         )
         self._servers: list[_Listener] = []
+        self._health: list[SyncHealthServicer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
         self._force_requested = asyncio.Event()
@@ -238,7 +239,9 @@ class Server:
             self.state,
             max_service_name_bytes=self.config.max_service_name_bytes,
             max_watch_streams=max_watch_streams,
+            stuck_after=self.config.watch_send_timeout,
         )
+        self._health.append(health)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         return _Listener(server, pool)
 
@@ -266,7 +269,14 @@ class Server:
         from petsage_grpc.admin import AdminApp, AdminServer
         from petsage_grpc.metrics import build_registry
 
-        registry = build_registry(self.metrics, self.in_flight, self.state, self.monitor, tls)
+        registry = build_registry(
+            self.metrics,
+            self.in_flight,
+            self.state,
+            self.monitor,
+            tls,
+            watch_streams_cut=lambda: sum(health.cut_streams for health in self._health),
+        )
         admin = AdminServer(
             AdminApp(
                 self.monitor,

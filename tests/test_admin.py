@@ -19,7 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from petsage_grpc import __version__
 from petsage_grpc.admin import AdminApp, AdminServer
 from petsage_grpc.checks.spec import CheckSpec
-from tests.helpers import WAIT, ThreadedServer, check, make_config, wait_until, watch
+from tests.helpers import (
+    WAIT,
+    ThreadedServer,
+    check,
+    make_config,
+    open_never_reading_watch,
+    wait_until,
+    watch,
+)
 
 MANUAL: dict[str, Any] = {"interval": 3600.0, "timeout": 1.0, "failure_threshold": 1}
 
@@ -227,6 +235,20 @@ def test_open_watch_streams_show_in_flight(admin):
     assert metrics[("grpc_server_handled_total", labels(**WATCH, grpc_code="CANCELLED"))] == 1
     # a stream's lifetime is no handling time
     assert ("grpc_server_handling_seconds_count", labels(**WATCH)) not in metrics
+
+
+def test_a_watch_stream_whose_client_takes_nothing_is_cut_and_counted():
+    with ThreadedServer(make_config(admin_port=0, watch_send_timeout=0.5)) as server:
+        assert server.server.port is not None
+        stuck = open_never_reading_watch(server.server.port, "")
+        try:
+            wait_until(
+                lambda: scrape(server).get(("petsage_watch_streams_cut_total", ())) == 1,
+                what="the cut stream counted",
+            )
+            wait_until(lambda: server.state.watcher_count == 0, what="the stream to close")
+        finally:
+            stuck.close()
 
 
 def test_serving_gauge_follows_a_status_flip(admin):

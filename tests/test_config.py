@@ -256,3 +256,8 @@ def test_kubernetes_service_link_in_a_variable_is_ignored():
 def test_service_links_are_named():
     environ = {"PETSAGE_PORT": "tcp://10.96.0.12:50051", "PETSAGE_ADMIN_PORT": "9090"}
     assert service_links(environ) == ["PETSAGE_PORT"]
+
+
+def test_a_watch_send_timeout_of_zero_is_refused():
+    with pytest.raises(ConfigError, match="--watch-send-timeout must be more than zero"):
+        Config.load({}, {"PETSAGE_WATCH_SEND_TIMEOUT": "0"})
