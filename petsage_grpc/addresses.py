@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 from petsage_grpc.values import format_address
@@ -56,6 +55,8 @@ class AddressFile:
         """Fail now if the file's directory cannot take it. Raises AddressFileError."""
         if os.path.isdir(self.path):
             raise AddressFileError(f"cannot write the address file {self.path}: it is a directory")
+        import tempfile  # here: only a server given --address-file pays for it (shutil, bz2, lzma)
+
         try:
             descriptor, name = tempfile.mkstemp(dir=self._directory, prefix=".petsage-")
         except OSError as exc:
@@ -67,6 +68,8 @@ class AddressFile:
         """Write the listeners, replacing the file whole. Raises AddressFileError."""
         document = {"pid": os.getpid(), "listeners": {k: vars(v) for k, v in listeners.items()}}
         data = (json.dumps(document) + "\n").encode()
+        import tempfile
+
         try:
             descriptor, name = tempfile.mkstemp(dir=self._directory, prefix=".petsage-")
             try:
