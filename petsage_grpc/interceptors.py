@@ -28,6 +28,7 @@ import grpc
 from petsage_grpc.inflight import InFlight, Method
 from petsage_grpc.malformed import answer_malformed
 from petsage_grpc.metrics import RpcMetrics
+from petsage_grpc.pools import keep_hooks
 
 log = logging.getLogger("petsage_grpc.access")
 
@@ -243,7 +244,8 @@ class ServerInterceptor(_Interceptor, grpc.aio.ServerInterceptor):
 class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
     """The same as ServerInterceptor, for grpc's thread-pool server (`grpc.server`). A Watch on
     grpc's non-blocking path stays on it (the wrapper keeps `experimental_non_blocking`, or
-    grpcio would give every open stream a pool thread), and is counted when it ends."""
+    grpcio would give every open stream a pool thread), and is counted when it ends; a handler
+    on a pool of its own stays there (`experimental_thread_pool`)."""
 
     def intercept_service(
         self,
@@ -285,7 +287,6 @@ class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
                 if not context.add_callback(ended):
                     ended()
 
-            non_blocking.experimental_non_blocking = True  # type: ignore[attr-defined]
             wrapped = non_blocking
         elif handler.response_streaming:
 
@@ -301,4 +302,4 @@ class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
                     return behavior(request, context)
 
             wrapped = call
-        return handler._replace(**{kind: wrapped})
+        return handler._replace(**{kind: keep_hooks(wrapped, behavior)})

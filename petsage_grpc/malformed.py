@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from petsage_grpc.pools import keep_hooks
+
 
 class Malformed:
     """Stands for a request body that did not parse as the method's message."""
@@ -86,7 +88,6 @@ def _answer_malformed_sync(
                 context.abort(grpc.StatusCode.INTERNAL, request.reason)
             return behavior(request, context, send)
 
-        non_blocking.experimental_non_blocking = True  # type: ignore[attr-defined]
         wrapped = non_blocking
     elif inspect.isgeneratorfunction(behavior):
 
@@ -105,5 +106,8 @@ def _answer_malformed_sync(
 
         wrapped = call
     return handler._replace(
-        **{kind: wrapped, "request_deserializer": tolerant(handler.request_deserializer)}
+        **{
+            kind: keep_hooks(wrapped, behavior),
+            "request_deserializer": tolerant(handler.request_deserializer),
+        }
     )

@@ -37,6 +37,7 @@ from petsage_grpc.inflight import InFlight, Method
 from petsage_grpc.interceptors import SyncServerInterceptor
 from petsage_grpc.metrics import RpcMetrics
 from petsage_grpc.monitor import HealthMonitor
+from petsage_grpc.pools import OnPool
 from petsage_grpc.smoke import SERVICE_NAME as SMOKE_SERVICE_NAME
 from petsage_grpc.smoke import SmokeServicer, instance_name
 from petsage_grpc.sync_health import SyncHealthServicer
@@ -88,8 +89,12 @@ def _ms(seconds: float) -> int:
 
 
 WORKERS = 16
-"""Threads of each listener's pool: for unary RPCs (Check, SmokeTest, List, reflection); an
-open Watch stream holds none."""
+"""Threads of each listener's own pool, for the application's services and reflection."""
+HEALTH_WORKERS = 8
+"""Threads of each listener's pool for grpc.health.v1 (Check, List, a Watch's start; an open
+Watch stream holds none): nothing else runs there, so nothing else can keep a probe waiting."""
+SMOKE_WORKERS = 8
+"""Threads for SmokeTest, whose fresh run of the checks waits for them."""
 
 WATCH: Method = ("grpc.health.v1.Health", "Watch", "server_stream")
 WATCH_FLUSH = 0.5
@@ -175,15 +180,15 @@ class Server:
                 expiry_warning=config.tls_expiry_warning,
             )
         main = self._listener(config.max_watch_streams)
+        smoke = SmokeServicer(
+            self.monitor,
+            started=self._started,
+            version=self.version,
+            tls=tls,
+            loop=asyncio.get_running_loop(),
+        )
         smoke_pb2_grpc.add_SmokeServiceServicer_to_server(
-            SmokeServicer(
-                self.monitor,
-                started=self._started,
-                version=self.version,
-                tls=tls,
-                loop=asyncio.get_running_loop(),
-            ),
-            main.server,
+            OnPool(smoke, main.pool(SMOKE_WORKERS, "petsage-smoke")), main.server
         )
         main.add_generic_rpc_handlers(self._services)
         if config.reflection:
@@ -235,6 +240,7 @@ class Server:
         server = grpc.server(
             pool, options=grpc_options(self.config), interceptors=[self._interceptor]
         )
+        listener = _Listener(server, pool)
         health = SyncHealthServicer(
             self.state,
             max_service_name_bytes=self.config.max_service_name_bytes,
@@ -242,8 +248,10 @@ class Server:
             stuck_after=self.config.watch_send_timeout,
         )
         self._health.append(health)
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        return _Listener(server, pool)
+        health_pb2_grpc.add_HealthServicer_to_server(
+            OnPool(health, listener.pool(HEALTH_WORKERS, "petsage-health")), server
+        )
+        return listener
 
     def _log_started(self, security: str) -> None:
         config = self.config
@@ -419,7 +427,13 @@ class _Listener:
 
     def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor) -> None:
         self.server = server
-        self._pool = pool
+        self._pools = [pool]
+
+    def pool(self, workers: int, name: str) -> futures.ThreadPoolExecutor:
+        """A pool of the listener's own for some of its RPCs (`pools.OnPool`), stopped with it."""
+        pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._pools.append(pool)
+        return pool
 
     def add_insecure_port(self, address: str) -> int:
         return int(self.server.add_insecure_port(address))
@@ -437,7 +451,8 @@ class _Listener:
         """Refuse new RPCs; cancel those still running after `grace` seconds (None: now)."""
         stopped = self.server.stop(grace)
         await asyncio.to_thread(stopped.wait)
-        self._pool.shutdown(wait=False)
+        for pool in self._pools:
+            pool.shutdown(wait=False)
 
 
 def _bind(server: _Listener, host: str, port: int, tls: ServerTLS | None) -> int:

@@ -7,14 +7,17 @@ import time
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
 from petsage_grpc import __version__
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
+from petsage_grpc.checks.spec import CheckSpec
 from petsage_grpc.health import NOT_SERVING, SERVING
-from tests.helpers import WAIT, ThreadedServer, make_config
+from petsage_grpc.server import HEALTH_WORKERS, SMOKE_WORKERS, WORKERS
+from tests.helpers import WAIT, ThreadedServer, make_config, wait_until
 
 
 def smoke_test(channel: grpc.Channel) -> smoke_pb2.SmokeTestResponse:
@@ -125,3 +128,35 @@ def test_smoke_test_returns_the_latest_changes_with_their_reason(tmp_path):
         "NOT_SERVING",
         "required check 'drain' fails: the file exists",
     )
+
+
+def test_smoke_tests_waiting_on_a_hung_check_leave_check_answering():
+    """More SmokeTests waiting on a fresh run than the server has RPC threads: a probe's Check
+    is still answered at once, since SmokeTest waits on threads of its own."""
+    hung = CheckSpec(
+        name="hung", kind="python", target="tests.apps.checks:hang", interval=3600, timeout=60
+    )
+    with (
+        ThreadedServer(make_config(checks=[hung])) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
+        smoke = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest
+        waiting = [
+            smoke.future(smoke_pb2.SmokeTestRequest(run_checks=True), timeout=WAIT)
+            for _ in range(2 * (WORKERS + HEALTH_WORKERS))
+        ]
+        try:
+            wait_until(lambda: smoke_tests_in_flight(running) >= SMOKE_WORKERS, what="waits")
+            probe = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="liveness"), timeout=1
+            )  # the kubelet's default timeout
+            assert probe.status == SERVING
+            assert not any(call.done() for call in waiting)  # still waiting on the check
+        finally:
+            for call in waiting:
+                call.cancel()
+
+
+def smoke_tests_in_flight(running: ThreadedServer) -> int:
+    counts = running.server.in_flight.counts()
+    return sum(n for (service, _, _), n in counts.items() if service == "petsage.v1.SmokeService")
