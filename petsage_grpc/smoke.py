@@ -117,8 +117,10 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
     ) -> smoke_pb2.SmokeTestResponse:
         """On one of grpc's pool threads: a fresh run of the checks happens on their loop."""
         if request.run_checks:
+            # grpc's thread-pool server gives a call without a deadline about 9e18 seconds.
             remaining = context.time_remaining()
-            budget = FRESH_RUN_LIMIT if remaining is None else remaining - DEADLINE_MARGIN
+            budget = min(FRESH_RUN_LIMIT, FRESH_RUN_LIMIT if remaining is None else remaining)
+            budget -= DEADLINE_MARGIN
             if budget > 0:
                 running = asyncio.run_coroutine_threadsafe(
                     self._monitor.run_checks(timeout=budget), self._loop

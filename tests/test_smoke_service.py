@@ -157,6 +157,19 @@ def test_smoke_tests_waiting_on_a_hung_check_leave_check_answering():
                 call.cancel()
 
 
+def test_a_fresh_run_without_a_deadline_is_answered():
+    """grpcurl sets no deadline unless asked: the fresh run is bounded by the server instead."""
+    slow = CheckSpec(name="slow", kind="python", target="tests.apps.checks:slow", interval=3600)
+    with (
+        ThreadedServer(make_config(checks=[slow])) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
+        response = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
+            smoke_pb2.SmokeTestRequest(run_checks=True)
+        )
+    assert response.status == smoke_pb2.SMOKE_STATUS_OK
+
+
 def smoke_tests_in_flight(running: ThreadedServer) -> int:
     counts = running.server.in_flight.counts()
     return sum(n for (service, _, _), n in counts.items() if service == "petsage.v1.SmokeService")

@@ -16,6 +16,11 @@ async def ok() -> None:
     """Always passes."""
 
 
+async def slow() -> None:
+    """Passes after half a second."""
+    await asyncio.sleep(0.5)
+
+
 async def refuse() -> bool:
     """Always fails, by returning False."""
     return False
