@@ -35,7 +35,8 @@ def main(port: int) -> None:
     # ... the application adds its own services here, e.g. add_OrdersServicer_to_server(...)
 
     state = HealthState()
-    health_pb2_grpc.add_HealthServicer_to_server(SyncHealthServicer(state), server)
+    health = SyncHealthServicer(state)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     monitor = HealthMonitor(state, services=["example.Orders"])
     monitor.add_check(CheckSpec(name="database", kind="python", target=database_ok, interval=5))
 
@@ -55,6 +56,7 @@ def main(port: int) -> None:
     asyncio.run_coroutine_threadsafe(monitor.close(), checks).result(10)  # all NOT_SERVING
     state.end_watches()
     server.stop(grace=5).wait()
+    health.close()  # its sender threads
     checks.call_soon_threadsafe(checks.stop)
 
 

@@ -17,7 +17,9 @@ re-reads the latest after each send (a burst of changes reaches a slow reader as
 and holds no lock while sending. A send stuck behind a client that reads nothing ties up one
 sender: past `SPARE_AFTER` seconds with work waiting, a spare sender starts (up to
 `MAX_SENDERS`); past `stuck_after` seconds the stream is cancelled, logged once and counted, and
-its client re-Watches.
+its client re-Watches. When so many such clients tie up every sender that other watchers wait,
+those stuck past `SPARE_AFTER` are cancelled at once: no client holds up another. `close()` ends
+the threads once the server has stopped.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ SPARE_AFTER = 0.5
 SPARE_IDLE = 5.0
 """Seconds a spare sender waits for work before it ends."""
 STUCK_AFTER = 30.0
-"""Seconds a send may take before its stream is cancelled (the client re-Watches)."""
+"""Seconds a send may take before its stream is cancelled (the client re-Watches); sooner, past
+`SPARE_AFTER`, when all `MAX_SENDERS` are tied up so and other watchers wait."""
 
 _RESPONSES = {
     status: health_pb2.HealthCheckResponse(status=status)
@@ -127,10 +130,17 @@ class _Senders:
         self._stuck_after = stuck_after
         self._on_stuck = on_stuck
         self._watchdog: threading.Thread | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """End the threads (once the server has stopped: no send is left to wait for)."""
+        with self._lock:
+            self._closed = True
+            self._ready.notify_all()
 
     def schedule(self, stream: _Stream) -> None:
         with self._lock:
-            if stream.queued or stream.done:
+            if stream.queued or stream.done or self._closed:
                 return  # its sender re-reads the latest after the send in flight
             stream.queued = True
             self._queue.append(stream)
@@ -152,6 +162,9 @@ class _Senders:
         while True:
             with self._lock:
                 while not self._queue:
+                    if self._closed:
+                        self._threads -= 1
+                        return
                     self._idle += 1
                     woken = self._ready.wait(SPARE_IDLE)
                     self._idle -= 1
@@ -159,14 +172,8 @@ class _Senders:
                         self._threads -= 1  # a spare no longer needed
                         return
                 stream = self._queue.popleft()
-                stream.sending_since = time.monotonic()
                 self._sending.add(stream)
-            try:
-                self._drain(stream)
-            finally:
-                with self._lock:
-                    self._sending.discard(stream)
-                    stream.sending_since = None
+            self._drain(stream)
 
     def _drain(self, stream: _Stream) -> None:
         """Send what the stream has, one message at a time, the latest status each time."""
@@ -174,7 +181,10 @@ class _Senders:
             with self._lock:
                 found, message = stream.next_message()
                 if not found or stream.done:
+                    # All in one step: once `queued` is clear, another sender may take it.
                     stream.queued = False
+                    self._sending.discard(stream)
+                    stream.sending_since = None
                     return
                 stream.sending_since = time.monotonic()
             try:
@@ -185,7 +195,7 @@ class _Senders:
                 stream.done = True
 
     def _watch_sends(self) -> None:
-        while True:
+        while not self._closed:
             time.sleep(min(SPARE_AFTER, self._stuck_after) / 2)
             now = time.monotonic()
             stuck: list[_Stream] = []
@@ -196,11 +206,18 @@ class _Senders:
                     for s in self._sending
                     if s.sending_since is not None and now - s.sending_since > SPARE_AFTER
                 ]
-                if waiting and slow and self._threads < MAX_SENDERS:
-                    self._start_locked()  # spare capacity for the watchers behind a slow one
+                room = MAX_SENDERS - self._threads
+                if waiting and slow:
+                    for _ in range(min(len(slow), room)):
+                        self._start_locked()  # spare capacity for the watchers behind them
                 for stream in slow:
                     since = stream.sending_since
-                    if since is not None and now - since > self._stuck_after and not stream.done:
+                    # Past the bound, or every sender tied up by clients that take nothing
+                    # while other watchers wait: cut, so that no client holds up another.
+                    cut = (waiting and room <= 0) or (
+                        since is not None and now - since > self._stuck_after
+                    )
+                    if cut and not stream.done:
                         stream.done = True
                         stuck.append(stream)
             for stream in stuck:  # outside the lock: cancelling frees the blocked send
@@ -291,11 +308,16 @@ class SyncHealthServicer(health_pb2_grpc.HealthServicer):
         if not context.add_callback(closed):
             closed()  # the RPC had already ended
 
+    def close(self) -> None:
+        """End the sender threads, once the server has stopped."""
+        self._senders.close()
+
     def _cut(self, stream: _Stream) -> None:
         self.cut_streams += 1
         if self.cut_streams == 1:
             log.warning(
-                "cancelled a Watch stream whose client read nothing for %gs; its client"
+                "cancelled a Watch stream whose client took no message for %gs (or for"
+                " half a second while every sender waited on such clients); its client"
                 " re-Watches (further ones are counted, not logged)",
                 self._senders._stuck_after,
                 extra={"event": "watch_stream_cut"},

@@ -17,7 +17,7 @@ from petsage_grpc.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, UNKNOWN, 
 from petsage_grpc.inflight import InFlight
 from petsage_grpc.interceptors import SyncServerInterceptor
 from petsage_grpc.metrics import RpcMetrics
-from petsage_grpc.sync_health import SyncHealthServicer
+from petsage_grpc.sync_health import MAX_SENDERS, SyncHealthServicer
 from tests.helpers import WAIT, check, open_never_reading_watch, statuses_until, wait_until, watch
 
 
@@ -220,3 +220,28 @@ def test_the_metrics_interceptor_counts_rpcs_with_their_codes():
             list(stream)
         wait_until(lambda: metrics.handled.get((WATCH, "OK")) == 1, what="the Watch to count")
     assert (metrics.handled[(CHECK, "OK")], metrics.handled[(CHECK, "NOT_FOUND")]) == (1, 1)
+
+
+def test_more_clients_that_read_nothing_than_senders_hold_up_no_other_watcher():
+    with serve() as running:
+        stuck = [open_never_reading_watch(running.port, "") for _ in range(MAX_SENDERS + 4)]
+        try:
+            with grpc.insecure_channel(running.address) as channel:
+                normal = watch(channel, "")
+                assert next(normal).status == SERVING
+                running.state.set("", NOT_SERVING)  # every stuck stream has a send to make
+                assert next(normal).status == NOT_SERVING  # well before the 30 s cut
+                normal.cancel()
+            assert running.servicer.cut_streams > 0
+        finally:
+            for sock in stuck:
+                sock.close()
+
+
+def test_closing_the_servicer_ends_its_threads():
+    before = threading.active_count()
+    for _ in range(3):
+        with serve() as running, grpc.insecure_channel(running.address) as channel:
+            assert next(watch(channel, "")).status == SERVING
+        running.servicer.close()
+    wait_until(lambda: threading.active_count() <= before, what="the sender threads to end")
