@@ -122,11 +122,11 @@ class _Observation:
     """One RPC being handled: in flight from its start; at its end counted with its status code,
     timed, logged."""
 
-    __slots__ = ("_began", "_context", "_method")
+    __slots__ = ("_began", "_context", "_method", "_sync")
 
-    def __init__(self, method: _Method, context: Any) -> None:
-        """`context`: a grpc.aio.ServicerContext, or a grpc.ServicerContext."""
-        self._method, self._context = method, context
+    def __init__(self, method: _Method, context: Any, sync: bool = False) -> None:
+        """`context`: a grpc.aio.ServicerContext, or (`sync`) a grpc.ServicerContext."""
+        self._method, self._context, self._sync = method, context, sync
         self._began = 0.0
 
     def __enter__(self) -> None:
@@ -136,8 +136,11 @@ class _Observation:
         self._began = time.perf_counter()
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:
-            code = self._context.code() or grpc.StatusCode.OK
+        if kind is None:  # a thread-pool handler returns as usual after its client cancelled
+            cancelled = self._sync and not self._context.is_active()
+            code = self._context.code() or (
+                grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.OK
+            )
         elif issubclass(kind, asyncio.CancelledError):
             code = grpc.StatusCode.CANCELLED
         else:  # an abort carries its code; any other exception is UNKNOWN to the client
@@ -152,7 +155,10 @@ class _Observation:
         interceptor.in_flight.end(method.label)
         interceptor.metrics.handle(method.label, code.name, None if method.streaming else seconds)
         if code in REJECTED:
-            interceptor.rejections.log(method.path, code, context.details() or "", context.peer())
+            details = context.details() or ""  # bytes on grpc's thread-pool server
+            if isinstance(details, bytes):
+                details = details.decode(errors="replace")
+            interceptor.rejections.log(method.path, code, details, context.peer())
         elif method.access:
             log.info(
                 "%s %s %.2fms %s",
@@ -291,14 +297,14 @@ class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
         elif handler.response_streaming:
 
             def stream(request: Any, context: grpc.ServicerContext) -> Any:
-                with _Observation(method, context):
+                with _Observation(method, context, sync=True):
                     yield from behavior(request, context)
 
             wrapped = stream
         else:
 
             def call(request: Any, context: grpc.ServicerContext) -> Any:
-                with _Observation(method, context):
+                with _Observation(method, context, sync=True):
                     return behavior(request, context)
 
             wrapped = call

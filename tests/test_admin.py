@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from petsage_grpc import __version__
+from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from petsage_grpc.admin import AdminApp, AdminServer
 from petsage_grpc.checks.spec import CheckSpec
 from tests.helpers import (
@@ -196,6 +197,11 @@ WATCH = {
     "grpc_method": "Watch",
     "grpc_type": "server_stream",
 }
+SMOKE = {
+    "grpc_service": "petsage.v1.SmokeService",
+    "grpc_method": "SmokeTest",
+    "grpc_type": "unary",
+}
 
 
 def metrics_after_real_checks(server: ThreadedServer) -> Metrics:
@@ -249,6 +255,20 @@ def test_a_watch_stream_whose_client_takes_nothing_is_cut_and_counted():
             wait_until(lambda: server.state.watcher_count == 0, what="the stream to close")
         finally:
             stuck.close()
+
+
+def test_a_call_its_client_cancelled_is_counted_cancelled():
+    slow = CheckSpec(name="slow", kind="python", target="tests.apps.checks:slow", **MANUAL)
+    with (
+        ThreadedServer(make_config(admin_port=0, checks=[slow])) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        smoke = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest
+        call = smoke.future(smoke_pb2.SmokeTestRequest(run_checks=True), timeout=WAIT)
+        wait_until(lambda: sum(server.server.in_flight.counts().values()) > 0, what="the call")
+        call.cancel()
+        cancelled = ("grpc_server_handled_total", labels(**SMOKE, grpc_code="CANCELLED"))
+        wait_until(lambda: scrape(server).get(cancelled) == 1, what="the call counted")
 
 
 def test_serving_gauge_follows_a_status_flip(admin):
