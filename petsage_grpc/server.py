@@ -204,10 +204,14 @@ class Server:
             self.health_port = _bind(health_only, self.health_host, config.health_port, None)
             servers.append(health_only)
         self.monitor.start()
-        if config.admin_port is not None:
-            self._admin = await self._start_admin(config.admin_host, config.admin_port, tls)
-        for each in servers:
-            await each.start()
+        try:
+            if config.admin_port is not None:
+                self._admin = await self._start_admin(config.admin_host, config.admin_port, tls)
+            for each in servers:
+                await each.start()
+        except BaseException:  # nothing it started outlives a failed start
+            await self._undo_start(servers)
+            raise
         self._servers = servers
         if tls is not None:
             self._tasks.append(asyncio.create_task(tls.watch(config.tls_reload_interval)))
@@ -221,6 +225,16 @@ class Server:
                 raise
             self._address_file = address_file
         self._log_started(security)
+
+    async def _undo_start(self, servers: list[_Listener]) -> None:
+        await self.monitor.close()
+        for each in servers:
+            await each.stop(None)
+        for health in self._health:
+            health.close()
+        if self._admin is not None:
+            await self._admin.stop()
+            self._admin = None
 
     def listeners(self, security: str) -> dict[str, Listener]:
         """The ports this server listens on, by name (main, health, admin), once started."""
@@ -378,6 +392,8 @@ class Server:
                     )
                 await asyncio.gather(*(server.stop(None) for server in servers))
         await stopping
+        for health in self._health:
+            health.close()
         if self._admin is not None:
             await self._admin.stop()
         if self._address_file is not None:
@@ -449,7 +465,8 @@ class _Listener:
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new RPCs; cancel those still running after `grace` seconds (None: now)."""
-        stopped = self.server.stop(grace)
+        # grpcio's stop(None) waits for the shutdown itself: never on the event loop.
+        stopped = await asyncio.to_thread(self.server.stop, grace)
         await asyncio.to_thread(stopped.wait)
         for pool in self._pools:
             pool.shutdown(wait=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -10,10 +12,12 @@ import grpc
 import pytest
 
 from petsage_grpc.health import NOT_SERVING, SERVING
+from petsage_grpc.server import BindError, Server
 from tests.helpers import (
     WAIT,
     CLIProcess,
     check,
+    make_config,
     open_never_reading_watch,
     start_server,
     wait_until,
@@ -158,3 +162,22 @@ def test_stuck_watch_does_not_cut_an_rpc_in_flight(processes):
         assert process.wait(timeout=WAIT) == 0
     finally:
         stuck.close()
+
+
+def test_a_failed_start_leaves_nothing_running():
+    """An embedding application whose admin port is taken: start() raises, and the checks and
+    the state stop with it, as a stop would leave them."""
+
+    async def start_on_a_busy_admin_port() -> tuple[list[asyncio.Task[Any]], bool]:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            server = Server(make_config(admin_port=busy.getsockname()[1]))
+            with pytest.raises(BindError):
+                await server.start()
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        return left, server.state.is_shutdown
+
+    left, shut_down = asyncio.run(start_on_a_busy_admin_port())
+    assert left == []
+    assert shut_down
