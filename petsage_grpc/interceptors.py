@@ -200,13 +200,19 @@ class _Interceptor:
         known = self._wrapped.get(id(handler))
         if known is not None:
             return known[1]
-        wrapped = self._wrap(path, handler)
+        kind, grpc_type = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
+        service, _, name = path[1:].rpartition("/")
+        method = _Method(self, path, (service, name, grpc_type), handler.response_streaming)
+        wrapped = self._wrap(method, kind, handler)
         with self._lock:
             if len(self._wrapped) < MAX_CACHED_HANDLERS:  # a generic handler may make one a call
                 self._wrapped[id(handler)] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(
+        self, method: _Method, kind: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler:
+        """`handler` of `method`, its `kind` behaviour observed."""
         raise NotImplementedError
 
 
@@ -221,10 +227,9 @@ class ServerInterceptor(_Interceptor, grpc.aio.ServerInterceptor):
         path = handler_call_details.method
         return self._intercepted(path, await continuation(handler_call_details))
 
-    def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        kind, grpc_type = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
-        service, _, name = path[1:].rpartition("/")
-        method = _Method(self, path, (service, name, grpc_type), handler.response_streaming)
+    def _wrap(
+        self, method: _Method, kind: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler:
         handler = answer_malformed(handler)
         behavior = getattr(handler, kind)
 
@@ -261,10 +266,9 @@ class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
         path = handler_call_details.method
         return self._intercepted(path, continuation(handler_call_details))
 
-    def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        kind, grpc_type = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
-        service, _, name = path[1:].rpartition("/")
-        method = _Method(self, path, (service, name, grpc_type), handler.response_streaming)
+    def _wrap(
+        self, method: _Method, kind: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler:
         handler = answer_malformed(handler, sync=True)
         behavior = getattr(handler, kind)
         wrapped: Callable[..., Any]

@@ -230,8 +230,6 @@ class Server:
         await self.monitor.close()
         for each in servers:
             await each.stop(None)
-        for health in self._health:
-            health.close()
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None
@@ -254,7 +252,6 @@ class Server:
         server = grpc.server(
             pool, options=grpc_options(self.config), interceptors=[self._interceptor]
         )
-        listener = _Listener(server, pool)
         health = SyncHealthServicer(
             self.state,
             max_service_name_bytes=self.config.max_service_name_bytes,
@@ -262,6 +259,7 @@ class Server:
             stuck_after=self.config.watch_send_timeout,
         )
         self._health.append(health)
+        listener = _Listener(server, pool, health)
         health_pb2_grpc.add_HealthServicer_to_server(
             OnPool(health, listener.pool(HEALTH_WORKERS, "petsage-health")), server
         )
@@ -392,8 +390,6 @@ class Server:
                     )
                 await asyncio.gather(*(server.stop(None) for server in servers))
         await stopping
-        for health in self._health:
-            health.close()
         if self._admin is not None:
             await self._admin.stop()
         if self._address_file is not None:
@@ -439,11 +435,15 @@ class Server:
 
 class _Listener:
     """One of grpc's thread-pool servers, with the asyncio face the lifecycle uses: `stop()`
-    waits for grpc's stop on a thread, never on the event loop."""
+    waits for grpc's stop on a thread, never on the event loop, then ends the threads of its
+    pools and of its health servicer."""
 
-    def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor) -> None:
+    def __init__(
+        self, server: grpc.Server, pool: futures.ThreadPoolExecutor, health: SyncHealthServicer
+    ) -> None:
         self.server = server
         self._pools = [pool]
+        self._health = health
 
     def pool(self, workers: int, name: str) -> futures.ThreadPoolExecutor:
         """A pool of the listener's own for some of its RPCs (`pools.OnPool`), stopped with it."""
@@ -465,9 +465,8 @@ class _Listener:
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new RPCs; cancel those still running after `grace` seconds (None: now)."""
-        # grpcio's stop(None) waits for the shutdown itself: never on the event loop.
-        stopped = await asyncio.to_thread(self.server.stop, grace)
-        await asyncio.to_thread(stopped.wait)
+        await asyncio.to_thread(lambda: self.server.stop(grace).wait())
+        self._health.close()
         for pool in self._pools:
             pool.shutdown(wait=False)
 

@@ -117,19 +117,18 @@ class SmokeServicer(smoke_pb2_grpc.SmokeServiceServicer):
     ) -> smoke_pb2.SmokeTestResponse:
         """On one of grpc's pool threads: a fresh run of the checks happens on their loop."""
         if request.run_checks:
-            # grpc's thread-pool server gives a call without a deadline about 9e18 seconds.
-            remaining = context.time_remaining()
-            budget = min(FRESH_RUN_LIMIT, FRESH_RUN_LIMIT if remaining is None else remaining)
-            budget -= DEADLINE_MARGIN
+            remaining = context.time_remaining()  # about 9e18 s for a call without a deadline
+            limit = FRESH_RUN_LIMIT if remaining is None else min(remaining, FRESH_RUN_LIMIT)
+            budget = limit - DEADLINE_MARGIN
             if budget > 0:
                 running = asyncio.run_coroutine_threadsafe(
                     self._monitor.run_checks(timeout=budget), self._loop
                 )
                 with contextlib.suppress(futures.TimeoutError, RuntimeError):
                     running.result(budget + DEADLINE_MARGIN / 2)
-        return self.answer()
+        return self._answer()
 
-    def answer(self) -> smoke_pb2.SmokeTestResponse:
+    def _answer(self) -> smoke_pb2.SmokeTestResponse:
         """SmokeTest's answer from the results as they stand."""
         status, message = verdict(self._monitor, self._tls)
         now = time.monotonic()

@@ -242,6 +242,7 @@ class SyncHealthServicer(health_pb2_grpc.HealthServicer):
         self._count_lock = threading.Lock()
         self.cut_streams = 0
         """Watch streams cancelled because their client read nothing for `stuck_after`."""
+        self._stuck_after = stuck_after
         self._senders = _Senders(stuck_after, self._cut)
         # grpcio calls Watch with a send callback and frees its pool thread when it returns.
         self.Watch.__func__.experimental_non_blocking = True  # type: ignore[attr-defined]
@@ -319,7 +320,7 @@ class SyncHealthServicer(health_pb2_grpc.HealthServicer):
                 "cancelled a Watch stream whose client took no message for %gs (or for"
                 " half a second while every sender waited on such clients); its client"
                 " re-Watches (further ones are counted, not logged)",
-                self._senders._stuck_after,
+                self._stuck_after,
                 extra={"event": "watch_stream_cut"},
             )
         stream.context.cancel()
