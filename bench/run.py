@@ -155,15 +155,20 @@ def serving(name: str, command: list[str]) -> Iterator[Server]:
         server.stop()
 
 
-def check(address: str, timeout: float = 5.0) -> bool:
+def status_of(address: str, timeout: float = 5.0) -> int | None:
+    """The status a Check of "" answers, on a connection of its own; None if it fails."""
     with grpc.insecure_channel(address) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
         except grpc.RpcError:
-            return False
-    return bool(response.status == SERVING)
+            return None
+    return int(response.status)
+
+
+def check(address: str, timeout: float = 5.0) -> bool:
+    return bool(status_of(address, timeout) == SERVING)
 
 
 # --- 1. Check throughput and latency (h2load) ----------------------------------------------
@@ -374,7 +379,7 @@ def never_reading(server: Server) -> dict[str, Any]:
         final = statuses[(returned - 1) % 2] if returned else "SERVING"
         watchers.expect(final, 10)
         ended = watchers.result()
-        checks_ok = sum(1 for _ in range(5) if _check_answers(server.address))
+        checks_ok = sum(1 for _ in range(5) if status_of(server.address, 1) is not None)
     finally:
         stuck.close()
         watchers.close()
@@ -383,17 +388,6 @@ def never_reading(server: Server) -> dict[str, Any]:
         "watchers_on_final": 100 - ended.get("missing", 100),
         "checks_answered": checks_ok,
     }
-
-
-def _check_answers(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=1
-            )
-        except grpc.RpcError:
-            return False
-    return True
 
 
 def churn(server: Server) -> dict[str, Any]:
@@ -415,7 +409,7 @@ def start_up(command: list[str]) -> dict[str, Any]:
     for _ in range(5):
         began = time.monotonic()
         with serving("", command) as server:
-            while not _check_answers(server.address):
+            while not check(server.address, timeout=1):
                 if time.monotonic() - began > STEP:
                     break
             times.append(time.monotonic() - began)
