@@ -31,6 +31,7 @@ from petsage_grpc.metrics import RpcMetrics
 from petsage_grpc.pools import keep_hooks
 
 log = logging.getLogger("petsage_grpc.access")
+setup_log = logging.getLogger(__name__)
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REJECTED = frozenset(
@@ -269,6 +270,17 @@ class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
     def _wrap(
         self, method: _Method, kind: str, handler: grpc.RpcMethodHandler
     ) -> grpc.RpcMethodHandler:
+        behavior = getattr(handler, kind)
+        if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
+            # grpcio would call it, get a coroutine, and leave the call hanging or answer
+            # UNKNOWN: say so once to the operator, and answer each call at once.
+            setup_log.error(
+                "%s is an async handler, which grpc's thread-pool server cannot run: its calls "
+                "are answered UNIMPLEMENTED (give the server plain functions)",
+                method.path,
+                extra={"event": "async_handler", "method": method.path},
+            )
+            handler = handler._replace(**{kind: _not_served})
         handler = answer_malformed(handler, sync=True)
         behavior = getattr(handler, kind)
         wrapped: Callable[..., Any]
@@ -313,3 +325,8 @@ class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
 
             wrapped = call
         return handler._replace(**{kind: keep_hooks(wrapped, behavior)})
+
+
+def _not_served(request: Any, context: grpc.ServicerContext) -> None:
+    """A method whose handler this server cannot run (the operator's log says why)."""
+    context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not available on this server")

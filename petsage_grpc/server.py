@@ -106,7 +106,8 @@ class BindError(RuntimeError):
 
 
 class Server:
-    """One PetSage server: the grpc.aio server, its servicers, its health state and monitor.
+    """One PetSage server: grpc's thread-pool server for each listener, its servicers, its health
+    state and monitor.
 
     `services` are the application's services hosted beside SmokeService; `version` is the
     version SmokeTest and /api/v1/status report (default petsage-grpc's). Raises CheckSetupError
