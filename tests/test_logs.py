@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from petsage_grpc._gen.petsage.v1 import smoke_pb2, smoke_pb2_grpc
 from petsage_grpc.health import SERVING
-from tests.helpers import WAIT, CLIProcess, check, start_server, wait_until
+from tests.helpers import ROOT, WAIT, CLIProcess, check, start_server, wait_until
 
 
 def serve_json(processes: list[CLIProcess], *args: str) -> tuple[CLIProcess, int]:
@@ -129,3 +130,11 @@ def test_text_is_the_default_format(processes):
     assert " INFO petsage_grpc.server: petsage-grpc " in line
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
+
+
+def test_readme_names_every_event_the_code_logs():
+    logged = set()
+    for module in (ROOT / "petsage_grpc").rglob("*.py"):
+        logged |= set(re.findall(r'"event": "([a-z_]+)"', module.read_text()))
+    events_paragraph = (ROOT / "README.md").read_text().split("\nEvents: ", 1)[1].split("\n\n")[0]
+    assert logged and logged <= set(re.findall(r"`([a-z_]+)`", events_paragraph))
