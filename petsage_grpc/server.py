@@ -98,7 +98,8 @@ SMOKE_WORKERS = 8
 
 WATCH: Method = ("grpc.health.v1.Health", "Watch", "server_stream")
 WATCH_FLUSH = 0.5
-"""Seconds ended Watch streams get to send their last status before a stop cuts them."""
+"""Seconds a Watch stream's client may take nothing, while the stop waits for the other streams'
+last status, before the stop counts it as reading nothing and cuts it."""
 
 
 class BindError(RuntimeError):
@@ -370,10 +371,7 @@ class Server:
         stopping = asyncio.gather(*(server.stop(grace) for server in servers))
         if not forced:
             force = asyncio.ensure_future(self._force_requested.wait())
-            # Once every RPC but Watch streams has ended and the Watch streams still open have
-            # had WATCH_FLUSH seconds to send their last status, their clients read nothing and
-            # would hold the stop for the whole grace period.
-            stuck = asyncio.ensure_future(self.in_flight.quiet(WATCH, WATCH_FLUSH))
+            stuck = asyncio.ensure_future(self._only_stuck_watches_left())
             await asyncio.wait((stopping, force, stuck), return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
             stuck.cancel()
@@ -398,6 +396,15 @@ class Server:
         forced = self._force_requested.is_set()
         log.info("stopped%s", " (forced)" if forced else "", extra={"event": "stopped"})
         return not forced
+
+    async def _only_stuck_watches_left(self) -> None:
+        """Return once every RPC but Watch streams has ended, and every Watch stream still open
+        has a client that has taken nothing for WATCH_FLUSH seconds: the others have been sent
+        their last status and their end, however many there are; these would hold the stop for
+        the whole grace period."""
+        await self.in_flight.quiet(WATCH, WATCH_FLUSH)
+        while not all(health.settled(WATCH_FLUSH) for health in self._health):
+            await asyncio.sleep(WATCH_FLUSH / 5)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

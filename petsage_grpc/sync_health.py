@@ -138,6 +138,16 @@ class _Senders:
             self._closed = True
             self._ready.notify_all()
 
+    def settled(self, after: float) -> bool:
+        """Whether nothing is left to send but to clients that have taken nothing for `after`
+        seconds: no stream waits for a sender, and every send in flight is older than that."""
+        now = time.monotonic()
+        with self._lock:
+            return not self._queue and all(
+                stream.sending_since is not None and now - stream.sending_since > after
+                for stream in self._sending
+            )
+
     def schedule(self, stream: _Stream) -> None:
         with self._lock:
             if stream.queued or stream.done or self._closed:
@@ -308,6 +318,11 @@ class SyncHealthServicer(health_pb2_grpc.HealthServicer):
 
         if not context.add_callback(closed):
             closed()  # the RPC had already ended
+
+    def settled(self, after: float) -> bool:
+        """Whether every Watch stream has been sent its latest status (and its end, once the
+        state ended them), but those whose clients have taken nothing for `after` seconds."""
+        return self._senders.settled(after)
 
     def close(self) -> None:
         """End the sender threads, once the server has stopped."""

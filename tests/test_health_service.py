@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+from typing import Any
 
 import grpc
 import pytest
@@ -175,6 +177,47 @@ def test_watch_streams_end_ok_when_the_server_stops():
         running.run(running.server.drain_and_stop())
         assert [r.status for r in stream] == [NOT_SERVING]
         assert stream.code() == grpc.StatusCode.OK
+
+
+def test_thousands_of_reading_watch_streams_all_get_not_serving_then_ok_at_the_stop():
+    # More streams than the senders reach within the stop's half a second for clients that
+    # read nothing: each must still be sent NOT_SERVING and its end, not be cut.
+    count = 3000
+
+    async def watch_until_the_end(server: ThreadedServer) -> collections.Counter[Any]:
+        # A connection each (at most 1,000 streams on one), as many clients would have.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.aio.insecure_channel(server.address, options=options) for _ in range(4)]
+        first = asyncio.Semaphore(0)
+        outcomes: collections.Counter[Any] = collections.Counter()
+
+        async def one(channel: grpc.aio.Channel) -> None:
+            seen = []
+            call = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=60
+            )
+            try:
+                async for response in call:
+                    seen.append(response.status)
+                    if len(seen) == 1:
+                        first.release()
+                outcomes[(*seen, "OK")] += 1
+            except grpc.aio.AioRpcError as error:
+                outcomes[(*seen, error.code().name)] += 1
+
+        streams = [asyncio.ensure_future(one(channels[i % 4])) for i in range(count)]
+        for _ in range(count):
+            await asyncio.wait_for(first.acquire(), WAIT)
+        stopping = asyncio.run_coroutine_threadsafe(server.server.drain_and_stop(), server.loop)
+        await asyncio.wait_for(asyncio.gather(*streams), 60)
+        assert await asyncio.wait_for(asyncio.wrap_future(stopping), WAIT)
+        for channel in channels:
+            await channel.close()
+        return outcomes
+
+    with limited(max_watch_streams=count) as server:
+        outcomes = asyncio.run(watch_until_the_end(server))
+    assert outcomes == {(SERVING, NOT_SERVING, "OK"): count}
 
 
 def limited(**limits) -> ThreadedServer:
