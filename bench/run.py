@@ -35,6 +35,8 @@ from tests.helpers import open_never_reading_watch
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 QUICK = "--quick" in sys.argv
+TURNS = 1 if QUICK else 3
+"""Turns each server takes at the Check and start-up rows."""
 TWO_CPUS = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 SERVER_CPU, LOAD_CPU = "0", "1"
 STEP = 120.0  # the most any one step may take, in seconds
@@ -422,6 +424,11 @@ def start_up(command: list[str]) -> dict[str, Any]:
     }
 
 
+def medians(turns: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the turns."""
+    return {key: statistics.median(figures[key] for figures in turns) for key in turns[0]}
+
+
 def measure_command(command: list[str], runs: int = 15) -> tuple[float, float]:
     """Median wall time (ms) and peak RSS (MiB) of a command, over `runs` runs."""
 
@@ -448,14 +455,26 @@ def main() -> None:
     only = [arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--only=")]
     if only:  # for working on one server: python bench/run.py --only=PetSage
         under_test = {name: command for name, command in under_test.items() if name in only}
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {name: {} for name in under_test}
+    # The per-call rows compare servers a few percent apart on a machine that drifts more than
+    # that over a run: the servers take turns, and each figure is the median of its turns, so
+    # that a slow spell falls on all of them alike.
+    turns: dict[str, dict[str, list[dict[str, float]]]] = {
+        name: {"check_4x32": [], "check_1x1": [], "start_up": []} for name in under_test
+    }
+    for turn in range(TURNS):
+        for name, command in under_test.items():
+            print(f"measuring {name}: Check, start-up ({turn + 1}/{TURNS}) ...", file=sys.stderr)
+            with serving(name, command) as server:
+                check_as_h2load_sends_it(server)
+                turns[name]["check_4x32"].append(h2load(server, 4, 32, requests))
+                turns[name]["check_1x1"].append(h2load(server, 1, 1, requests // 8))
+            turns[name]["start_up"].append(start_up(command))
+    for name, rows in turns.items():
+        results[name].update({row: medians(figures) for row, figures in rows.items()})
     for name, command in under_test.items():
-        figures: dict[str, Any] = {}
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        with serving(name, command) as server:
-            check_as_h2load_sends_it(server)
-            figures["check_4x32"] = h2load(server, 4, 32, requests)
-            figures["check_1x1"] = h2load(server, 1, 1, requests // 8)
+        figures = results[name]
+        print(f"measuring {name}: Watch ...", file=sys.stderr, flush=True)
         for size in sizes:
             with serving(name, command) as server:
                 figures[f"watch_{size}"] = fan_out(server, size)
@@ -463,8 +482,6 @@ def main() -> None:
             figures["never_reading"] = never_reading(server)
         with serving(name, command) as server:
             figures["churn"] = churn(server)
-        figures["start_up"] = start_up(command)
-        results[name] = figures
     floor = measure_command([sys.executable, "-c", "import grpc"])
     with serving("PetSage", servers()["PetSage"]) as server:
         probe = measure_command([str(BIN / "petsage-grpc"), "probe", "-addr", server.address])
@@ -513,7 +530,7 @@ def table(
             ),
         ),
         (
-            "start-up: spawn to first SERVING (median of 5)",
+            f"start-up: spawn to first SERVING (median of {TURNS} turns of 5)",
             lambda f: f"{f['start_up']['ms']:.0f} ms",
         ),
         ("idle RSS", lambda f: f"{f['start_up']['rss_mib']:.1f} MiB"),
