@@ -137,15 +137,16 @@ class _Observation:
         self._began = time.perf_counter()
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:  # a thread-pool handler returns as usual after its client cancelled
-            cancelled = self._sync and not self._context.is_active()
-            code = self._context.code() or (
-                grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.OK
-            )
-        elif issubclass(kind, asyncio.CancelledError):
+        context = self._context
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
             code = grpc.StatusCode.CANCELLED
-        else:  # an abort carries its code; any other exception is UNKNOWN to the client
-            code = self._context.code() or grpc.StatusCode.UNKNOWN
+        elif (code := context.code()) is None:  # an abort carries its code
+            if self._sync and not context.is_active():
+                # Its client cancelled: a thread-pool handler returns as usual, or its response
+                # generator is closed (GeneratorExit).
+                code = grpc.StatusCode.CANCELLED
+            else:  # any exception is UNKNOWN to the client
+                code = grpc.StatusCode.OK if kind is None else grpc.StatusCode.UNKNOWN
         self.end(code)
 
     def end(self, code: grpc.StatusCode) -> None:

@@ -4,17 +4,24 @@ and health, on grpc's thread-pool server."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
 
 from petsage_grpc.health import SERVING
-from tests.helpers import WAIT, ThreadedServer, check
+from tests.helpers import WAIT, ThreadedServer, check, wait_until
 
 
 def greet(request: bytes, context: grpc.ServicerContext) -> bytes:
     return b"hello " + request
+
+
+def ticks(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    while True:  # until its client cancels
+        yield b"tick"
+        time.sleep(0.01)  # the pace of the RPC under test, not a wait of the test
 
 
 async def greet_async(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -26,23 +33,37 @@ async def count_async(request: bytes, context: grpc.aio.ServicerContext) -> Asyn
 
 
 @pytest.fixture
-def greeter() -> Iterator[grpc.Channel]:
+def greeter(hosting: ThreadedServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(hosting.address) as channel:
+        yield channel
+
+
+@pytest.fixture
+def hosting() -> Iterator[ThreadedServer]:
     handlers = {
         "Greet": grpc.unary_unary_rpc_method_handler(greet),
+        "Ticks": grpc.unary_stream_rpc_method_handler(ticks),
         "GreetAsync": grpc.unary_unary_rpc_method_handler(greet_async),
         "CountAsync": grpc.unary_stream_rpc_method_handler(count_async),
     }
     service = grpc.method_handlers_generic_handler("example.Greeter", handlers)
-    with (
-        ThreadedServer(services=[service]) as server,
-        grpc.insecure_channel(server.address) as channel,
-    ):
-        yield channel
+    with ThreadedServer(services=[service]) as server:
+        yield server
 
 
 def test_a_hosted_service_answers_and_is_in_health(greeter):
     assert greeter.unary_unary("/example.Greeter/Greet")(b"Rex", timeout=WAIT) == b"hello Rex"
     assert check(greeter, "example.Greeter") == SERVING
+
+
+def test_a_hosted_stream_its_client_cancels_is_counted_cancelled(hosting, greeter):
+    stream = greeter.unary_stream("/example.Greeter/Ticks")(b"", timeout=WAIT)
+    assert [next(stream), next(stream)] == [b"tick", b"tick"]
+    stream.cancel()
+    method = ("example.Greeter", "Ticks", "server_stream")
+    handled = hosting.server.metrics.handled
+    wait_until(lambda: (method, "CANCELLED") in handled, what="the stream to be counted")
+    assert [code for (counted, code) in handled if counted == method] == ["CANCELLED"]
 
 
 @pytest.mark.parametrize("method", ["GreetAsync", "CountAsync"])
