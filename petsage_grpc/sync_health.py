@@ -205,8 +205,9 @@ class _Senders:
                 stream.done = True
 
     def _watch_sends(self) -> None:
+        slow_after = min(SPARE_AFTER, self._stuck_after)  # a bound under SPARE_AFTER holds too
         while not self._closed:
-            time.sleep(min(SPARE_AFTER, self._stuck_after) / 2)
+            time.sleep(slow_after / 2)
             now = time.monotonic()
             stuck: list[_Stream] = []
             with self._lock:
@@ -214,7 +215,7 @@ class _Senders:
                 slow = [
                     s
                     for s in self._sending
-                    if s.sending_since is not None and now - s.sending_since > SPARE_AFTER
+                    if s.sending_since is not None and now - s.sending_since > slow_after
                 ]
                 room = MAX_SENDERS - self._threads
                 if waiting and slow:
@@ -231,7 +232,10 @@ class _Senders:
                         stream.done = True
                         stuck.append(stream)
             for stream in stuck:  # outside the lock: cancelling frees the blocked send
-                self._on_stuck(stream)
+                try:
+                    self._on_stuck(stream)
+                except Exception:  # this thread must go on watching the other streams
+                    log.exception("could not cancel a stuck Watch stream")
 
 
 class SyncHealthServicer(health_pb2_grpc.HealthServicer):

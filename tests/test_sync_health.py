@@ -13,6 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from petsage_grpc import sync_health
 from petsage_grpc.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, UNKNOWN, HealthState
 from petsage_grpc.inflight import InFlight
 from petsage_grpc.interceptors import SyncServerInterceptor
@@ -151,6 +152,16 @@ def test_stream_whose_client_reads_nothing_is_cut_after_the_bound():
         try:
             wait_until(lambda: running.servicer.cut_streams == 1, what="the cut")
             wait_until(lambda: running.state.watcher_count == 0, what="the stream to close")
+        finally:
+            stuck.close()
+
+
+def test_a_bound_under_the_spare_delay_still_cuts(monkeypatch):
+    monkeypatch.setattr(sync_health, "SPARE_AFTER", 3600.0)  # only the bound can cut now
+    with serve(stuck_after=0.1) as running:
+        stuck = open_never_reading_watch(running.port, "")
+        try:
+            wait_until(lambda: running.servicer.cut_streams == 1, what="the cut")
         finally:
             stuck.close()
 
