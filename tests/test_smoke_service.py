@@ -170,6 +170,22 @@ def test_a_fresh_run_without_a_deadline_is_answered():
     assert response.status == smoke_pb2.SMOKE_STATUS_OK
 
 
+def test_a_fresh_run_asked_for_once_the_checks_have_stopped_runs_nothing():
+    from tests.apps import checks
+
+    spec = CheckSpec(name="counted", kind="python", target="tests.apps.checks:counted")
+    config = make_config(checks=[spec], fresh_run_reuse=0.0)
+    with ThreadedServer(config) as running, grpc.insecure_channel(running.address) as channel:
+        wait_until(lambda: running.state.get("readiness") == SERVING, what="readiness")
+        running.run(running.server.monitor.close())  # as the stop does, at its first step
+        runs = len(checks.RUNS)
+        response = smoke_pb2_grpc.SmokeServiceStub(channel).SmokeTest(
+            smoke_pb2.SmokeTestRequest(run_checks=True), timeout=WAIT
+        )
+        assert [c.name for c in response.checks] == ["counted"]  # its last result
+        assert len(checks.RUNS) == runs
+
+
 def smoke_tests_in_flight(running: ThreadedServer) -> int:
     counts = running.server.in_flight.counts()
     return sum(n for (service, _, _), n in counts.items() if service == "petsage.v1.SmokeService")

@@ -91,15 +91,18 @@ class CheckRunner:
         self._run: asyncio.Future[None] | None = None
         self._checking: asyncio.Future[None] | None = None  # the checker's own task
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopped = False  # nothing runs once stopped: the checker's resources are released
 
     def start(self) -> None:
         """Begin following the dependency, or running every interval, the first run at once.
         Call on the event loop."""
+        self._stopped = False
         self._loop_task = asyncio.create_task(self._loop(), name=f"check {self.spec.name}")
 
     async def stop(self) -> None:
         """Stop the loop and any run in flight, and release the checker's resources, within
-        about STOP_WAIT seconds whatever the checker does."""
+        about STOP_WAIT seconds whatever the checker does. A later `run_now()` runs nothing."""
+        self._stopped = True
         tasks = [t for t in (self._loop_task, self._run, self._checking) if t and not t.done()]
         for task in tasks:
             task.cancel()
@@ -114,14 +117,15 @@ class CheckRunner:
     def run_now(self) -> asyncio.Future[None]:
         """A fresh result: join the run in flight, reuse a result younger than `reuse_for`, or
         run the check now; the future ends when the result is in. A followed check's result is
-        always fresh: there is nothing to run."""
+        always fresh: there is nothing to run. Once stopped, nothing runs."""
         last = self._last_result
         fresh = last is not None and self._clock() - last < self._reuse_for
         if self._run is None or self._run.done():
-            if self._following and last is None:  # the first status is on its way
+            if self._following and last is None and not self._stopped:  # the first is on its way
                 self._first = self._first or asyncio.get_running_loop().create_future()
                 return self._first
-            if self._following or fresh:
+            # Stopped (the server is going away), its last result stands.
+            if self._following or fresh or self._stopped:
                 done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 done.set_result(None)
                 return done

@@ -40,3 +40,11 @@ async def stubborn() -> None:
 async def blocking_thread() -> None:
     """Holds a thread of the loop's default executor for an hour (a DNS lookup that hangs)."""
     await asyncio.get_running_loop().run_in_executor(None, time.sleep, 3600)
+
+
+RUNS: list[float] = []
+
+
+async def counted() -> None:
+    """Passes, and counts its runs in RUNS."""
+    RUNS.append(time.monotonic())
