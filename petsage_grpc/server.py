@@ -197,16 +197,16 @@ class Server:
             reflection.enable_server_reflection(
                 (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), main.server
             )
-        self.port = _bind(main, config.host, config.port, tls)
         servers = [main]
-        if config.health_port is not None:
-            # Only grpc.health.v1, in plaintext: for kubelet probes of a pod whose main port
-            # wants client certificates.
-            health_only = self._listener(config.health_port_max_watch_streams)
-            self.health_port = _bind(health_only, self.health_host, config.health_port, None)
-            servers.append(health_only)
-        self.monitor.start()
         try:
+            self.port = _bind(main, config.host, config.port, tls)
+            if config.health_port is not None:
+                # Only grpc.health.v1, in plaintext: for kubelet probes of a pod whose main port
+                # wants client certificates.
+                health_only = self._listener(config.health_port_max_watch_streams)
+                servers.append(health_only)
+                self.health_port = _bind(health_only, self.health_host, config.health_port, None)
+            self.monitor.start()
             if config.admin_port is not None:
                 self._admin = await self._start_admin(config.admin_host, config.admin_port, tls)
             for each in servers:
@@ -452,6 +452,7 @@ class _Listener:
         self.server = server
         self._pools = [pool]
         self._health = health
+        self._started = False
 
     def pool(self, workers: int, name: str) -> futures.ThreadPoolExecutor:
         """A pool of the listener's own for some of its RPCs (`pools.OnPool`), stopped with it."""
@@ -470,10 +471,17 @@ class _Listener:
 
     async def start(self) -> None:
         self.server.start()
+        self._started = True
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new RPCs; cancel those still running after `grace` seconds (None: now)."""
-        await asyncio.to_thread(lambda: self.server.stop(grace).wait())
+
+        def stop() -> None:
+            if not self._started:  # grpcio releases a server's ports only once it has started
+                self.server.start()
+            self.server.stop(grace).wait()
+
+        await asyncio.to_thread(stop)
         self._health.close()
         for pool in self._pools:
             pool.shutdown(wait=False)

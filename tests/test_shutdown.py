@@ -164,20 +164,24 @@ def test_stuck_watch_does_not_cut_an_rpc_in_flight(processes):
         stuck.close()
 
 
-def test_a_failed_start_leaves_nothing_running():
-    """An embedding application whose admin port is taken: start() raises, and the checks and
-    the state stop with it, as a stop would leave them."""
+@pytest.mark.parametrize("taken", ["admin_port", "health_port"])
+def test_a_failed_start_leaves_nothing_running(taken):
+    """An embedding application whose admin or health port is taken: start() raises, the checks
+    and the state stop with it, as a stop would leave them, and the main port is free again."""
 
-    async def start_on_a_busy_admin_port() -> tuple[list[asyncio.Task[Any]], bool]:
+    async def start_on_a_busy_port() -> tuple[list[asyncio.Task[Any]], Server]:
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))
             busy.listen()
-            server = Server(make_config(admin_port=busy.getsockname()[1]))
+            server = Server(make_config(**{taken: busy.getsockname()[1]}))
             with pytest.raises(BindError):
                 await server.start()
         left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        return left, server.state.is_shutdown
+        return left, server
 
-    left, shut_down = asyncio.run(start_on_a_busy_admin_port())
+    left, server = asyncio.run(start_on_a_busy_port())
     assert left == []
-    assert shut_down
+    assert server.state.is_shutdown
+    assert server.port is not None
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", server.port))  # not held by a server that never served
