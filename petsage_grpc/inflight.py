@@ -51,18 +51,22 @@ class InFlight:
             self._others = sum(n for method, n in self._counts.items() if method != ignore)
         while True:
             while self._others:
-                await self._change()
+                await self._change(unless_quiet=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._change(), seconds)
                 continue  # an RPC started (or ended) meanwhile: look again
             if not self._others:
                 return
 
-    async def _change(self) -> None:
-        """Wait for the next RPC to begin or end (other than the ignored method's)."""
+    async def _change(self, *, unless_quiet: bool = False) -> None:
+        """Wait for the next RPC to begin or end (other than the ignored method's); with
+        `unless_quiet`, return at once if none is in flight (looked at under the lock, so that
+        the last one's end cannot slip in before the wait begins)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._lock:
+            if unless_quiet and not self._others:
+                return
             self._waiters.append((loop, future))
         try:
             await future

@@ -58,27 +58,35 @@ _GRPC_TYPES = {
 
 
 class _Rejections:
-    """Logs rejected calls, at most REJECTION_LOGS_PER_SECOND, counting the ones left out."""
+    """Logs rejected calls, at most REJECTION_LOGS_PER_SECOND, counting the ones left out. Safe
+    from any thread (pool threads and grpc's completion-queue thread report at once)."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._second = 0
         self._logged = 0
         self._left_out = 0
 
     def log(self, method: str, code: grpc.StatusCode, details: str, peer: str) -> None:
         second = int(time.monotonic())
-        if second != self._second:
-            if self._left_out:
-                log.warning(
-                    "%d more calls rejected",
-                    self._left_out,
-                    extra={"event": "rpc_rejected", "suppressed": self._left_out},
-                )
-            self._second, self._logged, self._left_out = second, 0, 0
-        if self._logged >= REJECTION_LOGS_PER_SECOND:
-            self._left_out += 1
+        with self._lock:
+            left_out = 0
+            if second != self._second:
+                left_out = self._left_out
+                self._second, self._logged, self._left_out = second, 0, 0
+            shown = self._logged < REJECTION_LOGS_PER_SECOND
+            if shown:
+                self._logged += 1
+            else:
+                self._left_out += 1
+        if left_out:
+            log.warning(
+                "%d more calls rejected",
+                left_out,
+                extra={"event": "rpc_rejected", "suppressed": left_out},
+            )
+        if not shown:
             return
-        self._logged += 1
         log.warning(
             "rejected %s from %s: %s %s",
             method,
