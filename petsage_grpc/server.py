@@ -31,10 +31,10 @@ from petsage_grpc import __version__, signals
 from petsage_grpc._gen.petsage.v1 import smoke_pb2_grpc
 from petsage_grpc.addresses import AddressFile, AddressFileError, Listener
 from petsage_grpc.config import Config
-from petsage_grpc.health import HealthState
+from petsage_grpc.health import HealthServicer, HealthState
 from petsage_grpc.history import History
 from petsage_grpc.inflight import InFlight, Method
-from petsage_grpc.interceptors import SyncServerInterceptor
+from petsage_grpc.interceptors import ServerInterceptor, SyncServerInterceptor
 from petsage_grpc.metrics import RpcMetrics
 from petsage_grpc.monitor import HealthMonitor
 from petsage_grpc.pools import OnPool
@@ -89,9 +89,9 @@ def _ms(seconds: float) -> int:
 
 
 WORKERS = 16
-"""Threads of each listener's own pool, for the application's services and reflection."""
+"""Threads of the main port's own pool, for the application's services and reflection."""
 HEALTH_WORKERS = 8
-"""Threads of each listener's pool for grpc.health.v1 (Check, List, a Watch's start; an open
+"""Threads of the main port's pool for grpc.health.v1 (Check, List, a Watch's start; an open
 Watch stream holds none): nothing else runs there, so nothing else can keep a probe waiting."""
 SMOKE_WORKERS = 8
 """Threads for SmokeTest, whose fresh run of the checks waits for them."""
@@ -107,8 +107,8 @@ class BindError(RuntimeError):
 
 
 class Server:
-    """One PetSage server: grpc's thread-pool server for each listener, its servicers, its health
-    state and monitor.
+    """One PetSage server: its gRPC servers (grpc's thread-pool server for the main port, grpc.aio
+    for the health-only port), its servicers, its health state and monitor.
 
     `services` are the application's services hosted beside SmokeService; `version` is the
     version SmokeTest and /api/v1/status report (default petsage-grpc's). Raises CheckSetupError
@@ -151,7 +151,7 @@ class Server:
             (*self.service_names, *config.services),
             fresh_run_reuse=config.fresh_run_reuse,
         )
-        self._servers: list[_Listener] = []
+        self._servers: list[_Listener | _AioListener] = []
         self._health: list[SyncHealthServicer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
@@ -181,7 +181,7 @@ class Server:
                 config.tls_client_ca,
                 expiry_warning=config.tls_expiry_warning,
             )
-        main = self._listener(config.max_watch_streams)
+        main = self._main_listener()
         smoke = SmokeServicer(
             self.monitor,
             started=self._started,
@@ -197,13 +197,13 @@ class Server:
             reflection.enable_server_reflection(
                 (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), main.server
             )
-        servers = [main]
+        servers: list[_Listener | _AioListener] = [main]
         try:
             self.port = _bind(main, config.host, config.port, tls)
             if config.health_port is not None:
                 # Only grpc.health.v1, in plaintext: for kubelet probes of a pod whose main port
                 # wants client certificates.
-                health_only = self._listener(config.health_port_max_watch_streams)
+                health_only = self._health_only_listener(config.health_port_max_watch_streams)
                 servers.append(health_only)
                 self.health_port = _bind(health_only, self.health_host, config.health_port, None)
             self.monitor.start()
@@ -228,7 +228,7 @@ class Server:
             self._address_file = address_file
         self._log_started(security)
 
-    async def _undo_start(self, servers: list[_Listener]) -> None:
+    async def _undo_start(self, servers: list[_Listener | _AioListener]) -> None:
         await self.monitor.close()
         for each in servers:
             await each.stop(None)
@@ -247,9 +247,9 @@ class Server:
             found["admin"] = Listener(config.admin_host, self.admin_port, "http")
         return found
 
-    def _listener(self, max_watch_streams: int) -> _Listener:
-        """A grpc server serving grpc.health.v1 from the state, with its own Watch stream budget
-        (so that one listener cannot use up another's), and the interceptor."""
+    def _main_listener(self) -> _Listener:
+        """The main port's grpc server: grpc.health.v1 from the state, with the main port's Watch
+        stream budget, and the interceptor."""
         pool = futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="petsage-rpc")
         server = grpc.server(
             pool, options=grpc_options(self.config), interceptors=[self._interceptor]
@@ -257,7 +257,7 @@ class Server:
         health = SyncHealthServicer(
             self.state,
             max_service_name_bytes=self.config.max_service_name_bytes,
-            max_watch_streams=max_watch_streams,
+            max_watch_streams=self.config.max_watch_streams,
             stuck_after=self.config.watch_send_timeout,
         )
         self._health.append(health)
@@ -266,6 +266,27 @@ class Server:
             OnPool(health, listener.pool(HEALTH_WORKERS, "petsage-health")), server
         )
         return listener
+
+    def _health_only_listener(self, max_watch_streams: int) -> _AioListener:
+        """The health-only port, the one kubelet probes: on grpc.aio, which reads requests on
+        the event loop. grpc's thread-pool server reads each request on a pool thread, so a
+        client that sends a call's headers and never its body holds a thread until it hangs up,
+        and a few such calls would leave the probes none."""
+        server = grpc.aio.server(
+            options=grpc_options(self.config),
+            interceptors=[
+                ServerInterceptor(
+                    self.metrics, self.in_flight, access_log_health=self.config.access_log_health
+                )
+            ],
+        )
+        health = HealthServicer(
+            self.state,
+            max_service_name_bytes=self.config.max_service_name_bytes,
+            max_watch_streams=max_watch_streams,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        return _AioListener(server)
 
     def _log_started(self, security: str) -> None:
         config = self.config
@@ -487,7 +508,31 @@ class _Listener:
             pool.shutdown(wait=False)
 
 
-def _bind(server: _Listener, host: str, port: int, tls: ServerTLS | None) -> int:
+class _AioListener:
+    """A grpc.aio server, with the face of `_Listener`."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+        self._started = False
+
+    def add_insecure_port(self, address: str) -> int:
+        return int(self.server.add_insecure_port(address))
+
+    def add_secure_port(self, address: str, credentials: grpc.ServerCredentials) -> int:
+        return int(self.server.add_secure_port(address, credentials))
+
+    async def start(self) -> None:
+        await self.server.start()
+        self._started = True
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuse new RPCs; cancel those still running after `grace` seconds (None: now)."""
+        if not self._started:  # as grpc's thread-pool server, it frees its ports only so
+            await self.server.start()
+        await self.server.stop(grace)
+
+
+def _bind(server: _Listener | _AioListener, host: str, port: int, tls: ServerTLS | None) -> int:
     address = format_address(host, port)
     try:
         if tls is None:

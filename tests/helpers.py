@@ -267,6 +267,17 @@ class RawHTTP2:
     def flush(self) -> None:
         self.sock.sendall(self.conn.data_to_send())
 
+    def start_calls(self, path: str, count: int) -> None:
+        """Open `count` calls of `path`, each with its headers and never its request."""
+        host, port = self.sock.getpeername()[:2]
+        authority = format_address(host, port)
+        for _ in range(count):
+            stream = self.conn.get_next_available_stream_id()
+            headers = [(":method", "POST"), (":scheme", "http"), (":path", path)]
+            headers += [(":authority", authority), ("content-type", "application/grpc")]
+            self.conn.send_headers(stream, [*headers, ("te", "trailers")])
+        self.flush()
+
     def ping(self, count: int = 1) -> None:
         """Send `count` pings in one write."""
         for number in range(count):

@@ -121,6 +121,20 @@ def test_check_keeps_answering_through_a_watch_flood(processes, server):
             assert check(channel, "") == SERVING
 
 
+def test_calls_whose_request_never_comes_leave_the_health_port_answering():
+    # grpc's thread-pool server would hold a pool thread for each of these until the client
+    # hangs up; the health-only port, the one kubelet probes, must not run out of them.
+    with ThreadedServer(make_config(health_port=0)) as server:
+        assert server.server.health_port is not None
+        stalls = RawHTTP2(server.server.health_port)
+        try:
+            stalls.start_calls("/grpc.health.v1.Health/Check", 100)
+            with grpc.insecure_channel(f"127.0.0.1:{server.server.health_port}") as probe:
+                assert check(probe, "liveness") == SERVING  # within the wait bound
+        finally:
+            stalls.close()
+
+
 def test_watch_streams_of_the_health_port_cannot_use_up_the_main_ports():
     settings = {"health_port": 0, "health_port_max_watch_streams": 2, "max_watch_streams": 2}
     with ThreadedServer(make_config(**settings)) as server:

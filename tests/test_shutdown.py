@@ -167,13 +167,14 @@ def test_stuck_watch_does_not_cut_an_rpc_in_flight(processes):
 @pytest.mark.parametrize("taken", ["admin_port", "health_port"])
 def test_a_failed_start_leaves_nothing_running(taken):
     """An embedding application whose admin or health port is taken: start() raises, the checks
-    and the state stop with it, as a stop would leave them, and the main port is free again."""
+    and the state stop with it, as a stop would leave them, and the ports it bound are free."""
 
     async def start_on_a_busy_port() -> tuple[list[asyncio.Task[Any]], Server]:
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))
             busy.listen()
-            server = Server(make_config(**{taken: busy.getsockname()[1]}))
+            ports = {"health_port": 0, taken: busy.getsockname()[1]}
+            server = Server(make_config(**ports))
             with pytest.raises(BindError):
                 await server.start()
         left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
@@ -182,6 +183,8 @@ def test_a_failed_start_leaves_nothing_running(taken):
     left, server = asyncio.run(start_on_a_busy_port())
     assert left == []
     assert server.state.is_shutdown
-    assert server.port is not None
-    with socket.socket() as again:
-        again.bind(("127.0.0.1", server.port))  # not held by a server that never served
+    bound = [server.port] if taken == "health_port" else [server.port, server.health_port]
+    for port in bound:
+        assert port is not None
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))  # not held by a server that never served
