@@ -19,7 +19,6 @@ imports nothing but the standard library and `values`: the probe reads it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 
@@ -66,9 +65,11 @@ class AddressFile:
 
     def publish(self, listeners: dict[str, Listener]) -> None:
         """Write the listeners, replacing the file whole. Raises AddressFileError."""
+        import json  # with tempfile, only for a server given --address-file (and the probe)
+        import tempfile
+
         document = {"pid": os.getpid(), "listeners": {k: vars(v) for k, v in listeners.items()}}
         data = (json.dumps(document) + "\n").encode()
-        import tempfile
 
         try:
             descriptor, name = tempfile.mkstemp(dir=self._directory, prefix=".petsage-")
@@ -106,6 +107,8 @@ class AddressFile:
 
 def read(path: str) -> dict[str, Listener]:
     """The listeners of the server that wrote `path`, by name. Raises AddressFileError."""
+    import json
+
     try:
         with open(path, "rb") as file:
             document = json.loads(file.read())

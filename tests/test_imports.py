@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, WAIT
 
 PACKAGE = ROOT / "petsage_grpc"
 COMMAND_LINE = (
@@ -59,3 +61,17 @@ def test_only_the_command_line_imports_the_command_line():
         if imported.startswith(COMMAND_LINE)
     ]
     assert importers == []
+
+
+def test_a_plain_server_leaves_what_only_some_servers_need_unimported():
+    # Start-up is a target: the admin port, the metrics exposition, TLS files, the address file
+    # and the http check bring these in only where they are used.
+    only_where_used = ["h11", "prometheus_client", "httpx", "tempfile", "json"]
+    program = (
+        "import sys, petsage_grpc.server, petsage_grpc.config;"
+        f"print(' '.join(m for m in {only_where_used!r} if m in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=WAIT, check=True
+    )
+    assert found.stdout.split() == []
