@@ -10,7 +10,7 @@
 - Malformed request bodies are answered INTERNAL (`malformed.answer_malformed`).
 
 Each handler's wrapped form is made once and kept, keyed by the handler the server resolved, so
-one interceptor serves any number of listeners, each with its own services.
+one interceptor serves any number of listeners of its kind, each with its own services.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ REJECTED = frozenset(
 REJECTION_LOGS_PER_SECOND = 5
 UNKNOWN_METHOD: Method = ("unknown", "unknown", "unknown")
 """Where calls of methods the server does not have are counted."""
+
+NOT_SERVING_DETAILS = "the server is not serving"
+"""What a call refused while `refusing` is told."""
 
 MAX_CACHED_HANDLERS = 10_000
 """Wrapped handlers kept; past this many, each further one is wrapped anew on every call."""
@@ -196,6 +199,9 @@ class _Interceptor:
         self.in_flight = in_flight
         self.access_log_health = access_log_health
         self.rejections = _Rejections()
+        self.refusing = False
+        """Every call answered UNAVAILABLE, none handled: for a server whose start failed, which
+        starts its gRPC servers only to free their ports."""
         # The handler each listener resolved, and its wrapped form (the handler is kept, so its
         # id is never reused while the entry lives).
         self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -207,6 +213,9 @@ class _Interceptor:
             self.metrics.start(UNKNOWN_METHOD)
             self.metrics.handle(UNKNOWN_METHOD, "UNIMPLEMENTED", None)
             return None
+        if self.refusing:
+            kind, _ = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
+            return handler._replace(**{kind: self._refuse})
         known = self._wrapped.get(id(handler))
         if known is not None:
             return known[1]
@@ -225,9 +234,18 @@ class _Interceptor:
         """`handler` of `method`, its `kind` behaviour observed."""
         raise NotImplementedError
 
+    @staticmethod
+    def _refuse(request: Any, context: Any) -> Any:
+        """A call made while `refusing`, answered without its handler."""
+        raise NotImplementedError
+
 
 class ServerInterceptor(_Interceptor, grpc.aio.ServerInterceptor):
     """Tracks, counts, times and logs every RPC, and answers malformed requests INTERNAL."""
+
+    @staticmethod
+    async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_SERVING_DETAILS)
 
     async def intercept_service(
         self,
@@ -267,6 +285,10 @@ class SyncServerInterceptor(_Interceptor, grpc.ServerInterceptor):
     grpc's non-blocking path stays on it (the wrapper keeps `experimental_non_blocking`, or
     grpcio would give every open stream a pool thread), and is counted when it ends; a handler
     on a pool of its own stays there (`experimental_thread_pool`)."""
+
+    @staticmethod
+    def _refuse(request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.UNAVAILABLE, NOT_SERVING_DETAILS)
 
     def intercept_service(
         self,

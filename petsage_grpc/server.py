@@ -18,10 +18,11 @@ import logging
 import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent import futures
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -96,6 +97,11 @@ Watch stream holds none): nothing else runs there, so nothing else can keep a pr
 SMOKE_WORKERS = 8
 """Threads for SmokeTest, whose fresh run of the checks waits for them."""
 
+BIND_WAIT = 30.0
+"""Seconds the health-only port's thread may take to make its server or bind its port."""
+
+T = TypeVar("T")
+
 WATCH: Method = ("grpc.health.v1.Health", "Watch", "server_stream")
 WATCH_FLUSH = 0.5
 """Seconds a Watch stream's client may take nothing, while the stop waits for the other streams'
@@ -141,6 +147,11 @@ class Server:
         self._interceptor = SyncServerInterceptor(
             self.metrics, self.in_flight, access_log_health=config.access_log_health
         )
+        # The health-only port's (grpc.aio), under the same limit on rejection logs.
+        self._aio_interceptor = ServerInterceptor(
+            self.metrics, self.in_flight, access_log_health=config.access_log_health
+        )
+        self._aio_interceptor.rejections = self._interceptor.rejections
         self._admin: AdminServer | None = None
         self._tls: ServerTLS | None = None
         self._address_file: AddressFile | None = None
@@ -198,6 +209,7 @@ class Server:
                 (HEALTH_SERVICE_NAME, *self.service_names, reflection.SERVICE_NAME), main.server
             )
         servers: list[_Listener | _AioListener] = [main]
+        monitoring = False
         try:
             self.port = _bind(main, config.host, config.port, tls)
             if config.health_port is not None:
@@ -207,12 +219,13 @@ class Server:
                 servers.append(health_only)
                 self.health_port = _bind(health_only, self.health_host, config.health_port, None)
             self.monitor.start()
+            monitoring = True
             if config.admin_port is not None:
                 self._admin = await self._start_admin(config.admin_host, config.admin_port, tls)
             for each in servers:
                 await each.start()
         except BaseException:  # nothing it started outlives a failed start
-            await self._undo_start(servers)
+            await self._undo_start(servers, monitoring)
             raise
         self._servers = servers
         if tls is not None:
@@ -228,8 +241,11 @@ class Server:
             self._address_file = address_file
         self._log_started(security)
 
-    async def _undo_start(self, servers: list[_Listener | _AioListener]) -> None:
-        await self.monitor.close()
+    async def _undo_start(self, servers: list[_Listener | _AioListener], monitoring: bool) -> None:
+        if monitoring:  # else the state (perhaps the application's own) is left as it was
+            await self.monitor.close()
+        # A listener that never started frees its port only once started: it must serve nothing.
+        self._interceptor.refusing = self._aio_interceptor.refusing = True
         for each in servers:
             await each.stop(None)
         if self._admin is not None:
@@ -268,24 +284,25 @@ class Server:
         return listener
 
     def _health_only_listener(self, max_watch_streams: int) -> _AioListener:
-        """The health-only port, the one kubelet probes: on grpc.aio, which reads requests on
-        the event loop. grpc's thread-pool server reads each request on a pool thread, so a
-        client that sends a call's headers and never its body holds a thread until it hangs up,
-        and a few such calls would leave the probes none."""
-        server = grpc.aio.server(
-            options=grpc_options(self.config),
-            interceptors=[
-                ServerInterceptor(
-                    self.metrics, self.in_flight, access_log_health=self.config.access_log_health
-                )
-            ],
-        )
-        health = HealthServicer(
-            self.state,
-            max_service_name_bytes=self.config.max_service_name_bytes,
-            max_watch_streams=max_watch_streams,
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        """The health-only port, the one kubelet probes: on grpc.aio, which reads requests on an
+        event loop, not on pool threads (grpc's thread-pool server gives a call a thread as its
+        headers arrive, and a client that never sends the body holds it until it hangs up, so a
+        few such calls would leave the probes none); on a loop of its own thread, so that nothing
+        the main loop runs (the checks, the admin port) can delay a probe either."""
+        config = self.config
+
+        def server() -> grpc.aio.Server:
+            made = grpc.aio.server(
+                options=grpc_options(config), interceptors=[self._aio_interceptor]
+            )
+            health = HealthServicer(
+                self.state,
+                max_service_name_bytes=config.max_service_name_bytes,
+                max_watch_streams=max_watch_streams,
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(health, made)
+            return made
+
         return _AioListener(server)
 
     def _log_started(self, security: str) -> None:
@@ -509,27 +526,53 @@ class _Listener:
 
 
 class _AioListener:
-    """A grpc.aio server, with the face of `_Listener`."""
+    """A grpc.aio server on an event loop of its own thread, with the face of `_Listener`."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self.server = server
+    def __init__(self, server: Callable[[], grpc.aio.Server]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="petsage-health-port", daemon=True
+        )
+        self._thread.start()
         self._started = False
 
+        async def make() -> grpc.aio.Server:  # on its loop, which grpc.aio binds it to
+            return server()
+
+        self.server = self._wait(make())
+
+    def _wait(self, step: Coroutine[Any, Any, T]) -> T:
+        """Run `step` on the listener's loop, and wait for it (a quick step: binding a port)."""
+        return asyncio.run_coroutine_threadsafe(step, self._loop).result(BIND_WAIT)
+
+    async def _on_its_loop(self, step: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step, self._loop))
+
     def add_insecure_port(self, address: str) -> int:
-        return int(self.server.add_insecure_port(address))
+        async def bind() -> int:
+            return int(self.server.add_insecure_port(address))
+
+        return self._wait(bind())
 
     def add_secure_port(self, address: str, credentials: grpc.ServerCredentials) -> int:
-        return int(self.server.add_secure_port(address, credentials))
+        async def bind() -> int:
+            return int(self.server.add_secure_port(address, credentials))
+
+        return self._wait(bind())
 
     async def start(self) -> None:
-        await self.server.start()
+        await self._on_its_loop(self.server.start())
         self._started = True
 
     async def stop(self, grace: float | None) -> None:
-        """Refuse new RPCs; cancel those still running after `grace` seconds (None: now)."""
+        """Refuse new RPCs; cancel those still running after `grace` seconds (None: now); then
+        end the listener's thread."""
         if not self._started:  # as grpc's thread-pool server, it frees its ports only so
-            await self.server.start()
-        await self.server.stop(grace)
+            await self._on_its_loop(self.server.start())
+        await self._on_its_loop(self.server.stop(grace))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join)
+        self._loop.close()
 
 
 def _bind(server: _Listener | _AioListener, host: str, port: int, tls: ServerTLS | None) -> int:

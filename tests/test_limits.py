@@ -135,6 +135,32 @@ def test_calls_whose_request_never_comes_leave_the_health_port_answering():
             stalls.close()
 
 
+def test_a_check_that_blocks_the_event_loop_leaves_the_health_port_answering():
+    from petsage_grpc.checks.spec import CheckSpec
+    from tests.apps import checks
+
+    spec = CheckSpec(
+        name="blocking",
+        kind="python",
+        target="tests.apps.checks:blocks_the_loop_when_asked",
+        interval=0.05,
+        required=False,
+    )
+    with (
+        ThreadedServer(make_config(health_port=0, checks=(spec,))) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.server.health_port}") as probe,
+    ):
+        assert check(probe, "liveness") == SERVING
+        checks.BLOCK_THE_LOOP.set()
+        assert checks.LOOP_BLOCKED.wait(WAIT)
+        response = health_pb2_grpc.HealthStub(probe).Check(
+            health_pb2.HealthCheckRequest(service="liveness"),
+            timeout=1,  # the kubelet's
+        )
+        assert response.status == SERVING
+        assert checks.LOOP_BLOCKED.is_set()  # answered while the main loop was held
+
+
 def test_watch_streams_of_the_health_port_cannot_use_up_the_main_ports():
     settings = {"health_port": 0, "health_port_max_watch_streams": 2, "max_watch_streams": 2}
     with ThreadedServer(make_config(**settings)) as server:

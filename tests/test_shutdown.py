@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from tests.helpers import (
     WAIT,
     CLIProcess,
     check,
+    free_port,
     make_config,
     open_never_reading_watch,
     start_server,
@@ -166,8 +168,10 @@ def test_stuck_watch_does_not_cut_an_rpc_in_flight(processes):
 
 @pytest.mark.parametrize("taken", ["admin_port", "health_port"])
 def test_a_failed_start_leaves_nothing_running(taken):
-    """An embedding application whose admin or health port is taken: start() raises, the checks
-    and the state stop with it, as a stop would leave them, and the ports it bound are free."""
+    """An embedding application whose admin or health port is taken: start() raises, and the
+    ports it bound are free. The checks, once started (they start after the gRPC ports bind),
+    stop with it, and the state with them, as a stop would leave them; else the state (perhaps
+    the application's own) is left as it was."""
 
     async def start_on_a_busy_port() -> tuple[list[asyncio.Task[Any]], Server]:
         with socket.socket() as busy:
@@ -182,9 +186,78 @@ def test_a_failed_start_leaves_nothing_running(taken):
 
     left, server = asyncio.run(start_on_a_busy_port())
     assert left == []
-    assert server.state.is_shutdown
+    assert server.state.is_shutdown == (taken == "admin_port")
     bound = [server.port] if taken == "health_port" else [server.port, server.health_port]
     for port in bound:
         assert port is not None
         with socket.socket() as again:
             again.bind(("127.0.0.1", port))  # not held by a server that never served
+
+
+def test_a_failed_start_serves_no_call_that_reached_its_port():
+    """The undo starts a listener that never started, to free its port: a call that reached
+    the port meanwhile is refused, never handled (the application's handler has side effects)."""
+    handled: list[bytes] = []
+
+    def effect(request: bytes, context: grpc.ServicerContext) -> bytes:
+        handled.append(request)
+        return b""
+
+    service = grpc.method_handlers_generic_handler(
+        "test.Side", {"Effect": grpc.unary_unary_rpc_method_handler(effect)}
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        for _ in range(10):
+            port = free_port()
+            calls = RawHTTP2Calls(port)
+            calls.start()
+            server = Server(
+                make_config(port=port, health_port=busy.getsockname()[1]), services=[service]
+            )
+            with pytest.raises(BindError):
+                asyncio.run(server.start())
+            calls.stop()
+            assert calls.sent  # some calls did reach the port while it was bound
+    assert handled == []
+
+
+class RawHTTP2Calls(threading.Thread):
+    """Connects to `port` again and again and sends a whole call of test.Side/Effect, until
+    stopped (at most 500 connections)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.sent = 0
+        self._finish = threading.Event()
+
+    def run(self) -> None:
+        import h2.config
+        import h2.connection
+
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", "/test.Side/Effect")]
+        headers += [(":authority", f"127.0.0.1:{self.port}"), ("content-type", "application/grpc")]
+        conn.send_headers(1, [*headers, ("te", "trailers")])
+        conn.send_data(1, b"\x00\x00\x00\x00\x00", end_stream=True)
+        call = conn.data_to_send()
+        sockets: list[socket.socket] = []
+        while not self._finish.is_set() and len(sockets) < 500:
+            sock = socket.socket()
+            try:
+                sock.connect(("127.0.0.1", self.port))
+                sock.sendall(call)
+            except OSError:
+                sock.close()
+                continue
+            self.sent += 1
+            sockets.append(sock)
+        for sock in sockets:
+            sock.close()
+
+    def stop(self) -> None:
+        self._finish.set()
+        self.join(WAIT)

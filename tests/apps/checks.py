@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 
 
@@ -48,3 +49,17 @@ RUNS: list[float] = []
 async def counted() -> None:
     """Passes, and counts its runs in RUNS."""
     RUNS.append(time.monotonic())
+
+
+BLOCK_THE_LOOP = threading.Event()
+LOOP_BLOCKED = threading.Event()
+
+
+async def blocks_the_loop_when_asked() -> None:
+    """Passes; once BLOCK_THE_LOOP is set, holds the event loop for 2 s (a check that calls
+    blocking code, as it must not), setting LOOP_BLOCKED meanwhile."""
+    if BLOCK_THE_LOOP.is_set():
+        BLOCK_THE_LOOP.clear()
+        LOOP_BLOCKED.set()
+        time.sleep(2)
+        LOOP_BLOCKED.clear()
