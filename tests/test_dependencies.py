@@ -4,10 +4,12 @@ polled; scoped checks move only their services; errors name no target."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import signal
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -513,3 +515,24 @@ def test_sigterm_is_not_held_by_a_dependency_thread(processes):
     process.wait_for_line("check 'stuck' .*fails")
     process.send(signal.SIGTERM)
     assert process.wait(timeout=0.5 + 1 + 1) == 0
+
+
+def test_a_wait_for_a_followed_checks_first_status_ends_when_it_stops():
+    """A SmokeTest waiting on a gRPC check's first pushed status during the drain is answered at
+    the stop, not at its deadline."""
+    from petsage_grpc.checks.runner import CheckRunner
+
+    async def wait_then_stop(port: int) -> bool:
+        spec = CheckSpec(name="up", kind="grpc", target=f"127.0.0.1:{port}", timeout=60)
+        runner = CheckRunner(spec, lambda runner: None)
+        runner.start()
+        await asyncio.sleep(0)  # it follows the upstream now, which never answers
+        first = runner.run_now()
+        assert not first.done()
+        await runner.stop()
+        return first.done()
+
+    with socket.socket() as silent:  # takes connections, says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert asyncio.run(asyncio.wait_for(wait_then_stop(silent.getsockname()[1]), 10))

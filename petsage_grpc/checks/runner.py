@@ -103,6 +103,8 @@ class CheckRunner:
         """Stop the loop and any run in flight, and release the checker's resources, within
         about STOP_WAIT seconds whatever the checker does. A later `run_now()` runs nothing."""
         self._stopped = True
+        if self._first is not None and not self._first.done():  # no first push will come now
+            self._first.set_result(None)
         tasks = [t for t in (self._loop_task, self._run, self._checking) if t and not t.done()]
         for task in tasks:
             task.cancel()
