@@ -522,17 +522,21 @@ def test_a_wait_for_a_followed_checks_first_status_ends_when_it_stops():
     the stop, not at its deadline."""
     from petsage_grpc.checks.runner import CheckRunner
 
-    async def wait_then_stop(port: int) -> bool:
+    async def wait_then_stop(silent: socket.socket) -> bool:
+        port = silent.getsockname()[1]
         spec = CheckSpec(name="up", kind="grpc", target=f"127.0.0.1:{port}", timeout=60)
         runner = CheckRunner(spec, lambda runner: None)
         runner.start()
-        await asyncio.sleep(0)  # it follows the upstream now, which never answers
-        first = runner.run_now()
-        assert not first.done()
-        await runner.stop()
-        return first.done()
+        # Its connection arrives: it follows the upstream now, which never answers.
+        connection, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(silent), WAIT)
+        with connection:
+            first = runner.run_now()
+            assert not first.done()
+            await runner.stop()
+            return first.done()
 
     with socket.socket() as silent:  # takes connections, says nothing
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        assert asyncio.run(asyncio.wait_for(wait_then_stop(silent.getsockname()[1]), 10))
+        silent.setblocking(False)
+        assert asyncio.run(asyncio.wait_for(wait_then_stop(silent), WAIT))

@@ -61,5 +61,5 @@ async def blocks_the_loop_when_asked() -> None:
     if BLOCK_THE_LOOP.is_set():
         BLOCK_THE_LOOP.clear()
         LOOP_BLOCKED.set()
-        time.sleep(2)
+        time.sleep(2)  # the blocking call under test, not a wait of the test
         LOOP_BLOCKED.clear()
