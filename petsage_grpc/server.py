@@ -163,7 +163,7 @@ class Server:
             fresh_run_reuse=config.fresh_run_reuse,
         )
         self._servers: list[_Listener | _AioListener] = []
-        self._health: list[SyncHealthServicer] = []
+        self._main: _Listener | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_requested = asyncio.Event()
         self._force_requested = asyncio.Event()
@@ -192,7 +192,7 @@ class Server:
                 config.tls_client_ca,
                 expiry_warning=config.tls_expiry_warning,
             )
-        main = self._main_listener()
+        main = self._main = self._main_listener()
         smoke = SmokeServicer(
             self.monitor,
             started=self._started,
@@ -276,7 +276,6 @@ class Server:
             max_watch_streams=self.config.max_watch_streams,
             stuck_after=self.config.watch_send_timeout,
         )
-        self._health.append(health)
         listener = _Listener(server, pool, health)
         health_pb2_grpc.add_HealthServicer_to_server(
             OnPool(health, listener.pool(HEALTH_WORKERS, "petsage-health")), server
@@ -335,7 +334,7 @@ class Server:
             self.state,
             self.monitor,
             tls,
-            watch_streams_cut=lambda: sum(health.cut_streams for health in self._health),
+            watch_streams_cut=lambda: self._main.health.cut_streams if self._main else 0,
         )
         admin = AdminServer(
             AdminApp(
@@ -441,7 +440,8 @@ class Server:
         their last status and their end, however many there are; these would hold the stop for
         the whole grace period."""
         await self.in_flight.quiet(WATCH, WATCH_FLUSH)
-        while not all(health.settled(WATCH_FLUSH) for health in self._health):
+        # The health-only port's asyncio servicer has no senders: its streams each write their own.
+        while self._main is not None and not self._main.health.settled(WATCH_FLUSH):
             await asyncio.sleep(WATCH_FLUSH / 5)
 
     def _install_signal_handlers(self) -> None:
@@ -489,7 +489,7 @@ class _Listener:
     ) -> None:
         self.server = server
         self._pools = [pool]
-        self._health = health
+        self.health = health
         self._started = False
 
     def pool(self, workers: int, name: str) -> futures.ThreadPoolExecutor:
@@ -520,7 +520,7 @@ class _Listener:
             self.server.stop(grace).wait()
 
         await asyncio.to_thread(stop)
-        self._health.close()
+        self.health.close()
         for pool in self._pools:
             pool.shutdown(wait=False)
 
@@ -535,30 +535,24 @@ class _AioListener:
         )
         self._thread.start()
         self._started = False
+        self.server = self._call(server)  # made on its loop, which grpc.aio binds it to
 
-        async def make() -> grpc.aio.Server:  # on its loop, which grpc.aio binds it to
-            return server()
+    def _call(self, step: Callable[[], T]) -> T:
+        """`step()` run on the listener's loop and waited for (a quick one: binding a port)."""
 
-        self.server = self._wait(make())
+        async def on_its_loop() -> T:
+            return step()
 
-    def _wait(self, step: Coroutine[Any, Any, T]) -> T:
-        """Run `step` on the listener's loop, and wait for it (a quick step: binding a port)."""
-        return asyncio.run_coroutine_threadsafe(step, self._loop).result(BIND_WAIT)
+        return asyncio.run_coroutine_threadsafe(on_its_loop(), self._loop).result(BIND_WAIT)
 
     async def _on_its_loop(self, step: Coroutine[Any, Any, T]) -> T:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step, self._loop))
 
     def add_insecure_port(self, address: str) -> int:
-        async def bind() -> int:
-            return int(self.server.add_insecure_port(address))
-
-        return self._wait(bind())
+        return int(self._call(lambda: self.server.add_insecure_port(address)))
 
     def add_secure_port(self, address: str, credentials: grpc.ServerCredentials) -> int:
-        async def bind() -> int:
-            return int(self.server.add_secure_port(address, credentials))
-
-        return self._wait(bind())
+        return int(self._call(lambda: self.server.add_secure_port(address, credentials)))
 
     async def start(self) -> None:
         await self._on_its_loop(self.server.start())
